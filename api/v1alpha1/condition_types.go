@@ -1,0 +1,60 @@
+package v1alpha1
+
+import (
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Condition types, as kstatus reads them: Ready is the summary, Reconciling says work is in
+// progress, Stalled says no progress is possible until something changes.
+const (
+	ReadyCondition       = "Ready"
+	ReconcilingCondition = "Reconciling"
+	StalledCondition     = "Stalled"
+)
+
+// Condition reasons. Kubernetes Events use the same reasons, so `kubectl describe` and
+// `kubectl get events` tell one story.
+const (
+	// ReasonConverged: every room holds every event its peers gave.
+	ReasonConverged = "Converged"
+	// ReasonSyncing: a sync pass is under way or more passes are needed.
+	ReasonSyncing = "Syncing"
+	// ReasonNotSynced: no sync pass has completed for some rooms yet.
+	ReasonNotSynced = "NotSynced"
+	// ReasonPeerUnreachable: no peer answered for some room.
+	ReasonPeerUnreachable = "PeerUnreachable"
+	// ReasonGapUnfillable: some gap could be filled by no peer; it is retried with back-off.
+	ReasonGapUnfillable = "GapUnfillable"
+	// ReasonInvalidSpec: the spec is wrong in a way the schema cannot catch.
+	ReasonInvalidSpec = "InvalidSpec"
+	// ReasonSuspended: spec.suspend is true; nothing is pulled.
+	ReasonSuspended = "Suspended"
+)
+
+// ReconcileRequestedAnnotation asks for a sync pass now when its value changes; the value
+// handled last is kept in status.lastHandledReconcileAt.
+const ReconcileRequestedAnnotation = "reconcile.roomsync.io/requestedAt"
+
+// DefaultInterval is the interval of a RoomSync whose spec leaves it out (the API server
+// normally defaults it; this covers objects built in code).
+const DefaultInterval = 5 * time.Minute
+
+// GetConditions returns the status conditions.
+func (in *RoomSync) GetConditions() []metav1.Condition {
+	return in.Status.Conditions
+}
+
+// SetConditions replaces the status conditions.
+func (in *RoomSync) SetConditions(conditions []metav1.Condition) {
+	in.Status.Conditions = conditions
+}
+
+// SyncInterval is the interval between passes of a converged RoomSync.
+func (in *RoomSync) SyncInterval() time.Duration {
+	if in.Spec.Interval == nil || in.Spec.Interval.Duration <= 0 {
+		return DefaultInterval
+	}
+	return in.Spec.Interval.Duration
+}

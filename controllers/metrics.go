@@ -1,0 +1,123 @@
+package controllers
+
+import (
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	roomsyncv1alpha1 "github.com/roomsync/roomsync/api/v1alpha1"
+	"github.com/roomsync/roomsync/resolver"
+	"github.com/roomsync/roomsync/resolver/federation"
+)
+
+// Metrics are roomsync's Prometheus series, on controller-runtime's registry so the manager's
+// metrics endpoint serves them beside the controller's own.
+type Metrics struct {
+	EventsStored     *prometheus.CounterVec
+	EventsRejected   *prometheus.CounterVec
+	Requests         *prometheus.CounterVec
+	RequestDuration  *prometheus.HistogramVec
+	RoomEvents       *prometheus.GaugeVec
+	RoomGaps         *prometheus.GaugeVec
+	RoomUnfillable   *prometheus.GaugeVec
+	RoomConverged    *prometheus.GaugeVec
+	ReconcileSeconds *prometheus.HistogramVec
+}
+
+var (
+	registerOnce sync.Once
+	registered   *Metrics
+)
+
+// NewMetrics creates the series and registers them once with controller-runtime's registry;
+// later calls return the same series.
+func NewMetrics() *Metrics {
+	registerOnce.Do(func() {
+		m := &Metrics{
+			EventsStored: prometheus.NewCounterVec(prometheus.CounterOpts{
+				Name: "roomsync_events_stored_total",
+				Help: "Events stored (new or upgraded from their redacted form), by room.",
+			}, []string{"room"}),
+			EventsRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+				Name: "roomsync_events_rejected_total",
+				Help: "PDUs refused by verification, by room and reason.",
+			}, []string{"room", "reason"}),
+			Requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+				Name: "roomsync_federation_requests_total",
+				Help: "Federation requests, by peer, endpoint and outcome.",
+			}, []string{"peer", "endpoint", "outcome"}),
+			RequestDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+				Name:    "roomsync_federation_request_duration_seconds",
+				Help:    "Latency of federation requests, by peer and endpoint.",
+				Buckets: prometheus.ExponentialBuckets(0.005, 2.5, 10),
+			}, []string{"peer", "endpoint"}),
+			RoomEvents: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+				Name: "roomsync_room_events",
+				Help: "Events held in the store for a room of a RoomSync.",
+			}, []string{"namespace", "name", "room"}),
+			RoomGaps: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+				Name: "roomsync_room_gaps",
+				Help: "Known missing events of a room (backward extremities within the history bound and unseen peer heads).",
+			}, []string{"namespace", "name", "room"}),
+			RoomUnfillable: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+				Name: "roomsync_room_unfillable_gaps",
+				Help: "Gaps of a room that no peer could fill at the last attempt.",
+			}, []string{"namespace", "name", "room"}),
+			RoomConverged: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+				Name: "roomsync_room_converged",
+				Help: "1 when the room holds every event its peers gave, else 0.",
+			}, []string{"namespace", "name", "room"}),
+			ReconcileSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+				Name:    "roomsync_reconcile_duration_seconds",
+				Help:    "Duration of RoomSync reconciles, by result.",
+				Buckets: prometheus.ExponentialBuckets(0.01, 3, 10),
+			}, []string{"result"}),
+		}
+		ctrlmetrics.Registry.MustRegister(m.EventsStored, m.EventsRejected, m.Requests, m.RequestDuration,
+			m.RoomEvents, m.RoomGaps, m.RoomUnfillable, m.RoomConverged, m.ReconcileSeconds)
+		registered = m
+	})
+	return registered
+}
+
+// Observer returns a resolver.Observer that feeds these series.
+func (m *Metrics) Observer() resolver.Observer { return metricsObserver{m} }
+
+type metricsObserver struct{ m *Metrics }
+
+func (o metricsObserver) Request(peer, endpoint string, outcome federation.Outcome, took time.Duration) {
+	o.m.Requests.WithLabelValues(peer, endpoint, string(outcome)).Inc()
+	o.m.RequestDuration.WithLabelValues(peer, endpoint).Observe(took.Seconds())
+}
+
+func (o metricsObserver) Stored(roomID string, events int) {
+	o.m.EventsStored.WithLabelValues(roomID).Add(float64(events))
+}
+
+func (o metricsObserver) Rejected(roomID string, reason resolver.RejectReason, count int) {
+	o.m.EventsRejected.WithLabelValues(roomID, string(reason)).Add(float64(count))
+}
+
+// setRoom publishes a room's state after a pass.
+func (m *Metrics) setRoom(namespace, name string, st roomsyncv1alpha1.RoomStatus) {
+	labels := prometheus.Labels{"namespace": namespace, "name": name, "room": st.ID}
+	m.RoomEvents.With(labels).Set(float64(st.Events))
+	m.RoomGaps.With(labels).Set(float64(st.Gaps))
+	m.RoomUnfillable.With(labels).Set(float64(st.Unfillable))
+	converged := 0.0
+	if st.Converged {
+		converged = 1
+	}
+	m.RoomConverged.With(labels).Set(converged)
+}
+
+// forget drops a RoomSync's per-room series (deleted, or the room left its spec).
+func (m *Metrics) forget(namespace, name string) {
+	labels := prometheus.Labels{"namespace": namespace, "name": name}
+	m.RoomEvents.DeletePartialMatch(labels)
+	m.RoomGaps.DeletePartialMatch(labels)
+	m.RoomUnfillable.DeletePartialMatch(labels)
+	m.RoomConverged.DeletePartialMatch(labels)
+}

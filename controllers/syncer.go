@@ -1,0 +1,176 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	"k8s.io/apimachinery/pkg/types"
+	mfed "maunium.net/go/mautrix/federation"
+
+	roomsyncv1alpha1 "github.com/roomsync/roomsync/api/v1alpha1"
+	"github.com/roomsync/roomsync/resolver"
+	"github.com/roomsync/roomsync/resolver/federation"
+	"github.com/roomsync/roomsync/store"
+)
+
+// Syncer runs resolver passes for RoomSyncs. All RoomSyncs share the event store and the
+// operator's federation identity; each gets its own federation client and peer health,
+// rebuilt when its spec changes, so one RoomSync's dead peer does not slow another's. Several
+// RoomSyncs naming the same room write to the same store copy: the store's inserts are
+// idempotent and serialised per room, so they never fight.
+type Syncer struct {
+	Store                store.Store
+	ServerName           string
+	Key                  *mfed.SigningKey
+	AllowPrivateNetworks bool
+	// InsecureSkipTLSVerify skips certificate checks for every peer with a URL, whatever
+	// its RoomSync says.
+	InsecureSkipTLSVerify bool
+	// JoinUser is the localpart named in make_join requests (which join nothing).
+	JoinUser string
+	// RoomConcurrency bounds the rooms of one RoomSync synced at once.
+	RoomConcurrency int
+	// PassTimeout bounds one pass over a RoomSync's rooms.
+	PassTimeout time.Duration
+	Metrics     *Metrics
+	Log         logr.Logger
+
+	mu       sync.Mutex
+	sessions map[types.NamespacedName]*session
+}
+
+// session is what a RoomSync's passes share while its spec does not change.
+type session struct {
+	generation int64
+	client     *federation.Client
+	resolver   *resolver.Resolver
+}
+
+// resolverFor returns the RoomSync's resolver, building it for a new spec generation.
+func (s *Syncer) resolverFor(obj *roomsyncv1alpha1.RoomSync) (*resolver.Resolver, error) {
+	key := types.NamespacedName{Namespace: obj.Namespace, Name: obj.Name}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sess, ok := s.sessions[key]; ok && sess.generation == obj.Generation {
+		return sess.resolver, nil
+	}
+	if old, ok := s.sessions[key]; ok {
+		old.client.Close()
+		delete(s.sessions, key)
+	}
+
+	names := make([]string, 0, len(obj.Spec.Peers))
+	endpoints := map[string]federation.Endpoint{}
+	for _, peer := range obj.Spec.Peers {
+		names = append(names, peer.ServerName)
+		if peer.URL == "" {
+			continue
+		}
+		ep, err := federation.ParseEndpoint(peer.URL, peer.InsecureSkipTLSVerify || s.InsecureSkipTLSVerify)
+		if err != nil {
+			return nil, fmt.Errorf("peer %s: %w", peer.ServerName, err)
+		}
+		endpoints[peer.ServerName] = ep
+	}
+	client, err := federation.NewClient(federation.Options{
+		ServerName:           s.ServerName,
+		Key:                  s.Key,
+		Endpoints:            endpoints,
+		AllowPrivateNetworks: s.AllowPrivateNetworks,
+		UserAgent:            "roomsync-operator",
+	})
+	if err != nil {
+		return nil, err
+	}
+	joinUser := s.JoinUser
+	if joinUser == "" {
+		joinUser = "roomsync"
+	}
+	var observer resolver.Observer
+	if s.Metrics != nil {
+		observer = s.Metrics.Observer()
+	}
+	peerSet := resolver.NewPeerSet(names)
+	res, err := resolver.New(resolver.Config{
+		Store:      s.Store,
+		Client:     client,
+		Keys:       federation.NewKeyRing(client, peerSet.Available).Key,
+		Peers:      peerSet,
+		JoinUserID: "@" + joinUser + ":" + s.ServerName,
+		Limits:     limitsOf(obj.Spec.Limits),
+		Observer:   observer,
+		Log:        s.Log.WithValues("roomsync", key.String()),
+	})
+	if err != nil {
+		client.Close()
+		return nil, err
+	}
+	if s.sessions == nil {
+		s.sessions = map[types.NamespacedName]*session{}
+	}
+	s.sessions[key] = &session{generation: obj.Generation, client: client, resolver: res}
+	return res, nil
+}
+
+// Forget drops a deleted RoomSync's session and metrics. Its events stay in the store.
+func (s *Syncer) Forget(key types.NamespacedName) {
+	s.mu.Lock()
+	if sess, ok := s.sessions[key]; ok {
+		sess.client.Close()
+		delete(s.sessions, key)
+	}
+	s.mu.Unlock()
+	if s.Metrics != nil {
+		s.Metrics.forget(key.Namespace, key.Name)
+	}
+}
+
+// Sync runs one bounded pass over every room of the RoomSync.
+func (s *Syncer) Sync(ctx context.Context, obj *roomsyncv1alpha1.RoomSync) ([]resolver.RoomResult, []resolver.PeerStatus, error) {
+	res, err := s.resolverFor(obj)
+	if err != nil {
+		return nil, nil, err
+	}
+	if s.PassTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.PassTimeout)
+		defer cancel()
+	}
+	rooms := make([]string, len(obj.Spec.Rooms))
+	for i, room := range obj.Spec.Rooms {
+		rooms[i] = room.ID
+	}
+	results := res.SyncRooms(ctx, rooms, historyOf(obj.Spec.History), max(1, s.RoomConcurrency))
+	return results, res.Peers().Status(), nil
+}
+
+func limitsOf(l *roomsyncv1alpha1.SyncLimits) resolver.Limits {
+	limits := resolver.DefaultLimits()
+	if l == nil {
+		return limits
+	}
+	if l.BackfillLimit > 0 {
+		limits.BackfillLimit = int(l.BackfillLimit)
+	}
+	if l.MissingEventsLimit > 0 {
+		limits.MissingEventsLimit = int(l.MissingEventsLimit)
+	}
+	if l.MaxEventsPerReconcile > 0 {
+		limits.MaxEventsPerPass = int(l.MaxEventsPerReconcile)
+	}
+	return limits
+}
+
+func historyOf(h *roomsyncv1alpha1.History) resolver.History {
+	if h == nil || h.Mode != roomsyncv1alpha1.HistoryBounded {
+		return resolver.History{}
+	}
+	hist := resolver.History{}
+	if h.MinDepth != nil {
+		hist.MinDepth = *h.MinDepth
+	}
+	return hist
+}

@@ -1,0 +1,141 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/roomsync/roomsync/store"
+)
+
+// roomReport is `inspect --json`: one object per room, a stable contract for scripts.
+type roomReport struct {
+	RoomID              string   `json:"room_id"`
+	RoomVersion         string   `json:"room_version"`
+	Events              int64    `json:"events"`
+	Redacted            int64    `json:"redacted"`
+	ForwardExtremities  []string `json:"forward_extremities"`
+	BackwardExtremities []string `json:"backward_extremities"`
+	// Converged: no backward extremity other than those the history bound excludes.
+	Converged bool `json:"converged"`
+}
+
+func runInspect(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("roomsync inspect", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	storeURL := fs.String("store", "", "Event store URL (as for sync).")
+	roomID := fs.String("room", "", "The room ID to inspect.")
+	asJSON := fs.Bool("json", false, "Print one JSON object: room_id, room_version, events, redacted, forward_extremities, backward_extremities, converged.")
+	eventIDs := fs.Bool("event-ids", false, "Print the stored event IDs one a line, in topological order (depth, then ID).")
+	minDepth := fs.Int64("min-depth", 0, "History bound of the sync: backward extremities below it do not count against converged.")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return ExitOK
+		}
+		return ExitBadInput
+	}
+	switch {
+	case fs.NArg() > 0:
+		fmt.Fprintf(stderr, "roomsync inspect: unexpected arguments: %v\n", fs.Args())
+		return ExitBadInput
+	case *storeURL == "" || *roomID == "":
+		fmt.Fprintln(stderr, "roomsync inspect: --store and --room are required")
+		return ExitBadInput
+	case *asJSON && *eventIDs:
+		fmt.Fprintln(stderr, "roomsync inspect: --json and --event-ids exclude each other")
+		return ExitBadInput
+	}
+
+	ctx := context.Background()
+	st, err := store.Open(ctx, *storeURL)
+	if err != nil {
+		fmt.Fprintf(stderr, "roomsync inspect: %v\n", err)
+		return ExitBadInput
+	}
+	defer st.Close()
+
+	room, err := st.Room(ctx, *roomID)
+	if errors.Is(err, store.ErrNotFound) {
+		fmt.Fprintf(stderr, "roomsync inspect: the store holds no room %s\n", *roomID)
+		return ExitFailed
+	} else if err != nil {
+		fmt.Fprintf(stderr, "roomsync inspect: %v\n", err)
+		return ExitFailed
+	}
+
+	if *eventIDs {
+		err := st.StreamEvents(ctx, *roomID, func(ev store.Event) error {
+			_, err := fmt.Fprintln(stdout, ev.ID)
+			return err
+		})
+		if err != nil {
+			fmt.Fprintf(stderr, "roomsync inspect: %v\n", err)
+			return ExitFailed
+		}
+		return ExitOK
+	}
+
+	report, err := buildReport(ctx, st, room, *minDepth)
+	if err != nil {
+		fmt.Fprintf(stderr, "roomsync inspect: %v\n", err)
+		return ExitFailed
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(report); err != nil {
+			return ExitFailed
+		}
+		return ExitOK
+	}
+	fmt.Fprintf(stdout, "room:                 %s\n", report.RoomID)
+	fmt.Fprintf(stdout, "room version:         %s\n", report.RoomVersion)
+	fmt.Fprintf(stdout, "events:               %d (%d redacted)\n", report.Events, report.Redacted)
+	fmt.Fprintf(stdout, "depths:               %d to %d\n", room.MinDepth, room.MaxDepth)
+	fmt.Fprintf(stdout, "forward extremities:  %d %s\n", len(report.ForwardExtremities), abbreviate(report.ForwardExtremities))
+	fmt.Fprintf(stdout, "backward extremities: %d %s (%d unfillable)\n", len(report.BackwardExtremities), abbreviate(report.BackwardExtremities), room.UnfillableExtremities)
+	fmt.Fprintf(stdout, "converged:            %t\n", report.Converged)
+	return ExitOK
+}
+
+func buildReport(ctx context.Context, st store.Store, room store.Room, minDepth int64) (roomReport, error) {
+	forward, err := st.ForwardExtremities(ctx, room.ID)
+	if err != nil {
+		return roomReport{}, err
+	}
+	bound := int64(0)
+	if minDepth > 0 {
+		bound = minDepth + 1
+	}
+	backward, err := st.BackwardExtremities(ctx, room.ID, store.BackwardFilter{ChildDepthAtLeast: bound})
+	if err != nil {
+		return roomReport{}, err
+	}
+	report := roomReport{
+		RoomID:              room.ID,
+		RoomVersion:         room.Version,
+		Events:              room.Events,
+		Redacted:            room.Redacted,
+		ForwardExtremities:  append([]string{}, forward...),
+		BackwardExtremities: []string{},
+		Converged:           len(backward) == 0 && room.Events > 0,
+	}
+	for _, b := range backward {
+		report.BackwardExtremities = append(report.BackwardExtremities, b.EventID)
+	}
+	return report, nil
+}
+
+func abbreviate(ids []string) string {
+	if len(ids) == 0 {
+		return ""
+	}
+	if len(ids) <= 3 {
+		return "[" + strings.Join(ids, " ") + "]"
+	}
+	return "[" + strings.Join(ids[:3], " ") + " …]"
+}

@@ -1,0 +1,33 @@
+package cli
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+
+	mfed "maunium.net/go/mautrix/federation"
+)
+
+// runKeygen prints a new signing key in Synapse's format (`ed25519 <key id> <base64 seed>`),
+// the format --signing-key reads.
+func runKeygen(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("roomsync keygen", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: roomsync keygen > signing.key")
+		fmt.Fprintln(stderr, "Prints a new ed25519 federation signing key in Synapse's format.")
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return ExitOK
+		}
+		return ExitBadInput
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "roomsync keygen: unexpected arguments: %v\n", fs.Args())
+		return ExitBadInput
+	}
+	fmt.Fprintln(stdout, mfed.GenerateSigningKey().SynapseString())
+	return ExitOK
+}

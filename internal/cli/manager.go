@@ -1,0 +1,215 @@
+package cli
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"time"
+
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	roomsyncv1alpha1 "github.com/roomsync/roomsync/api/v1alpha1"
+	"github.com/roomsync/roomsync/controllers"
+	"github.com/roomsync/roomsync/store"
+)
+
+// Leader election manages its Lease in the manager's namespace and reports changes of leader
+// as core Events there.
+// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch;delete,namespace=roomsync-system
+// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch,namespace=roomsync-system
+
+type managerOptions struct {
+	identityOptions
+	kubeconfig              string
+	metricsAddr             string
+	probeAddr               string
+	leaderElect             bool
+	leaderElectionNamespace string
+	leaderElectionID        string
+	concurrent              int
+	roomConcurrency         int
+	passTimeout             time.Duration
+	selector                string
+	zap                     zap.Options
+}
+
+func (o *managerOptions) bind(fs *flag.FlagSet) {
+	o.identityOptions.bind(fs)
+	fs.StringVar(&o.kubeconfig, "kubeconfig", "",
+		"Path to a kubeconfig. Default: in-cluster config, then $KUBECONFIG, then ~/.kube/config.")
+	fs.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080",
+		"Address of the Prometheus metrics endpoint; 0 turns it off.")
+	fs.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081",
+		"Address of the /healthz and /readyz endpoints; 0 turns them off.")
+	fs.BoolVar(&o.leaderElect, "leader-elect", false,
+		"Elect a leader so that only one replica reconciles at a time.")
+	fs.StringVar(&o.leaderElectionNamespace, "leader-election-namespace", "",
+		"Namespace of the leader election Lease. Default: the pod's namespace.")
+	fs.StringVar(&o.leaderElectionID, "leader-election-id", "roomsync.federation.roomsync.io",
+		"Name of the leader election Lease; releases that split RoomSyncs need distinct IDs.")
+	fs.IntVar(&o.concurrent, "concurrent", 4, "RoomSyncs reconciled at once.")
+	fs.IntVar(&o.roomConcurrency, "room-concurrency", 4, "Rooms of one RoomSync synced at once.")
+	fs.DurationVar(&o.passTimeout, "pass-timeout", 5*time.Minute, "Longest sync pass over one RoomSync's rooms.")
+	fs.StringVar(&o.selector, "selector", "", "Label selector: reconcile only the RoomSyncs it matches, so several manager releases (each with its own --leader-election-id) can share the work and one store.")
+	o.zap.Development = false
+	o.zap.BindFlags(fs)
+}
+
+func (o *managerOptions) validate() error {
+	errs := []error{o.identityOptions.validate()}
+	if o.concurrent < 1 || o.roomConcurrency < 1 {
+		errs = append(errs, fmt.Errorf("--concurrent and --room-concurrency must be at least 1"))
+	}
+	if o.passTimeout < time.Second {
+		errs = append(errs, fmt.Errorf("--pass-timeout must be at least 1s"))
+	}
+	if o.leaderElectionID == "" && o.leaderElect {
+		errs = append(errs, errors.New("--leader-election-id must not be empty with --leader-elect"))
+	}
+	if _, err := labels.Parse(o.selector); err != nil {
+		errs = append(errs, fmt.Errorf("--selector: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+func runManager(args []string, _, stderr io.Writer) int {
+	var opts managerOptions
+	fs := flag.NewFlagSet("roomsync manager", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	opts.bind(fs)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return ExitOK
+		}
+		return ExitBadInput
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "roomsync manager: unexpected arguments: %v\n", fs.Args())
+		return ExitBadInput
+	}
+	if err := opts.validate(); err != nil {
+		fmt.Fprintf(stderr, "roomsync manager: %v\n", err)
+		return ExitBadInput
+	}
+
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts.zap), zap.WriteTo(stderr)))
+	log := ctrl.Log.WithName("setup")
+
+	cfg, err := restConfig(opts.kubeconfig)
+	if err != nil {
+		fmt.Fprintf(stderr, "roomsync manager: %v\n", err)
+		return ExitBadInput
+	}
+	// Identity and store are checked before anything starts: a manager that cannot sign or
+	// store must say so at once, not fail every reconcile.
+	key, err := loadSigningKey(opts.signingKeyFile)
+	if err != nil {
+		fmt.Fprintf(stderr, "roomsync manager: %v\n", err)
+		return ExitBadInput
+	}
+	ctx := ctrl.SetupSignalHandler()
+	st, err := store.Open(ctx, opts.storeURL)
+	if err != nil {
+		fmt.Fprintf(stderr, "roomsync manager: %v\n", err)
+		return ExitBadInput
+	}
+	defer st.Close()
+	stopKeyServer, err := opts.keyServer(key, Version)
+	if err != nil {
+		fmt.Fprintf(stderr, "roomsync manager: %v\n", err)
+		return ExitBadInput
+	}
+	defer stopKeyServer()
+
+	cacheOpts := cache.Options{}
+	if opts.selector != "" {
+		selector, _ := labels.Parse(opts.selector) // validated above
+		cacheOpts.ByObject = map[client.Object]cache.ByObject{&roomsyncv1alpha1.RoomSync{}: {Label: selector}}
+	}
+
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                  newScheme(),
+		Cache:                   cacheOpts,
+		Metrics:                 metricsserver.Options{BindAddress: opts.metricsAddr},
+		HealthProbeBindAddress:  opts.probeAddr,
+		LeaderElection:          opts.leaderElect,
+		LeaderElectionID:        opts.leaderElectionID,
+		LeaderElectionNamespace: opts.leaderElectionNamespace,
+		// Hand the Lease over at once on a clean shutdown instead of after its timeout.
+		LeaderElectionReleaseOnCancel: true,
+	})
+	if err != nil {
+		log.Error(err, "Unable to create the manager")
+		return ExitFailed
+	}
+
+	reconciler := &controllers.RoomSyncReconciler{
+		Client:                  mgr.GetClient(),
+		Recorder:                mgr.GetEventRecorder("roomsync-controller"),
+		MaxConcurrentReconciles: opts.concurrent,
+		Syncer: &controllers.Syncer{
+			Store:                 st,
+			ServerName:            opts.serverName,
+			Key:                   key,
+			AllowPrivateNetworks:  opts.allowPrivateNetworks,
+			InsecureSkipTLSVerify: opts.insecureSkipVerify,
+			RoomConcurrency:       opts.roomConcurrency,
+			PassTimeout:           opts.passTimeout,
+			Metrics:               controllers.NewMetrics(),
+			Log:                   ctrl.Log.WithName("resolver"),
+		},
+	}
+	if err := reconciler.SetupWithManager(mgr); err != nil {
+		log.Error(err, "Unable to set up the RoomSync controller")
+		return ExitFailed
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		log.Error(err, "Unable to add the health check")
+		return ExitFailed
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		log.Error(err, "Unable to add the ready check")
+		return ExitFailed
+	}
+
+	log.Info("Starting the manager", "serverName", opts.serverName, "listen", opts.listen)
+	if err := mgr.Start(ctx); err != nil {
+		log.Error(err, "The manager stopped with an error")
+		return ExitFailed
+	}
+	return ExitOK
+}
+
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig != "" {
+		cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+		if err != nil {
+			return nil, fmt.Errorf("load kubeconfig %s: %w", kubeconfig, err)
+		}
+		return cfg, nil
+	}
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		return nil, fmt.Errorf("find a Kubernetes API server (in-cluster, $KUBECONFIG or ~/.kube/config): %w", err)
+	}
+	return cfg, nil
+}
+
+func newScheme() *runtime.Scheme {
+	scheme := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(roomsyncv1alpha1.AddToScheme(scheme))
+	return scheme
+}

@@ -1,0 +1,277 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
+
+	"github.com/roomsync/roomsync/resolver"
+	"github.com/roomsync/roomsync/resolver/federation"
+	"github.com/roomsync/roomsync/store"
+)
+
+// Version is the roomsync version, set at build time.
+var Version = "dev"
+
+// stringList is a repeatable flag.
+type stringList []string
+
+func (l *stringList) String() string     { return strings.Join(*l, ",") }
+func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
+
+type syncOptions struct {
+	identityOptions
+	peers       stringList
+	rooms       stringList
+	join        string
+	joinUser    string
+	minDepth    int64
+	limits      resolver.Limits
+	maxPasses   int
+	timeout     time.Duration
+	concurrency int
+	verbose     bool
+}
+
+func (o *syncOptions) bind(fs *flag.FlagSet) {
+	o.identityOptions.bind(fs)
+	fs.Var(&o.peers, "peer", "A peer to pull from, as NAME or NAME=URL (URL skips discovery); repeat for more, in order of preference.")
+	fs.Var(&o.rooms, "room", "A room ID to sync; repeat for more.")
+	fs.StringVar(&o.join, "join", "never", "Membership policy: never (pull as a non-member). if-needed and always come with federation membership.")
+	fs.StringVar(&o.joinUser, "join-user", "roomsync", "Localpart of the user named in make_join requests (which join nothing).")
+	fs.Int64Var(&o.minDepth, "min-depth", 0, "Lowest event depth to fetch; 0 fetches back to m.room.create.")
+	fs.IntVar(&o.limits.BackfillLimit, "backfill-limit", 100, "limit of each /backfill request.")
+	fs.IntVar(&o.limits.MissingEventsLimit, "missing-events-limit", 50, "limit of each /get_missing_events request.")
+	fs.IntVar(&o.limits.MaxEventsPerPass, "max-events-per-pass", 10000, "Events one pass over a room may store before the next room's turn.")
+	fs.IntVar(&o.maxPasses, "max-passes", 10000, "Passes at most before giving up on convergence.")
+	fs.DurationVar(&o.timeout, "timeout", 0, "Give up after this long (0: no limit).")
+	fs.IntVar(&o.concurrency, "concurrency", 4, "Rooms synced at once.")
+	fs.BoolVar(&o.verbose, "v", false, "Log every federation request failure.")
+}
+
+func (o *syncOptions) validate() error {
+	errs := []error{o.identityOptions.validate()}
+	if len(o.peers) == 0 {
+		errs = append(errs, errors.New("at least one --peer is required"))
+	}
+	if len(o.rooms) == 0 {
+		errs = append(errs, errors.New("at least one --room is required"))
+	}
+	for _, room := range o.rooms {
+		if !strings.HasPrefix(room, "!") || len(room) < 2 || strings.ContainsAny(room, " \t\n") {
+			errs = append(errs, fmt.Errorf("--room %q is not a room ID (they start with !)", room))
+		}
+	}
+	if o.join != "never" {
+		errs = append(errs, fmt.Errorf("--join %s: only never is available in this version", o.join))
+	}
+	switch {
+	case o.minDepth < 0:
+		errs = append(errs, errors.New("--min-depth must not be negative"))
+	case o.limits.BackfillLimit < 1 || o.limits.BackfillLimit > 1000:
+		errs = append(errs, errors.New("--backfill-limit must be 1 to 1000"))
+	case o.limits.MissingEventsLimit < 1 || o.limits.MissingEventsLimit > 1000:
+		errs = append(errs, errors.New("--missing-events-limit must be 1 to 1000"))
+	case o.limits.MaxEventsPerPass < 1:
+		errs = append(errs, errors.New("--max-events-per-pass must be positive"))
+	case o.maxPasses < 1 || o.concurrency < 1:
+		errs = append(errs, errors.New("--max-passes and --concurrency must be positive"))
+	}
+	return errors.Join(errs...)
+}
+
+// parsePeers turns --peer NAME[=URL] into names in order and the explicit endpoints.
+func (o *syncOptions) parsePeers() ([]string, map[string]federation.Endpoint, error) {
+	var names []string
+	endpoints := map[string]federation.Endpoint{}
+	seen := map[string]bool{}
+	for _, spec := range o.peers {
+		name, rawURL, hasURL := strings.Cut(spec, "=")
+		if err := checkServerName(name); err != nil {
+			return nil, nil, fmt.Errorf("--peer %s: %w", spec, err)
+		}
+		if seen[name] {
+			return nil, nil, fmt.Errorf("--peer %s is named twice", name)
+		}
+		seen[name] = true
+		names = append(names, name)
+		if hasURL {
+			ep, err := federation.ParseEndpoint(rawURL, o.insecureSkipVerify)
+			if err != nil {
+				return nil, nil, fmt.Errorf("--peer %s: %w", spec, err)
+			}
+			endpoints[name] = ep
+		}
+	}
+	return names, endpoints, nil
+}
+
+func runSync(args []string, stdout, stderr io.Writer) int {
+	var opts syncOptions
+	fs := flag.NewFlagSet("roomsync sync", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	opts.bind(fs)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return ExitOK
+		}
+		return ExitBadInput
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "roomsync sync: unexpected arguments: %v\n", fs.Args())
+		return ExitBadInput
+	}
+	if err := opts.validate(); err != nil {
+		fmt.Fprintf(stderr, "roomsync sync: %v\n", err)
+		return ExitBadInput
+	}
+	peers, endpoints, err := opts.parsePeers()
+	if err != nil {
+		fmt.Fprintf(stderr, "roomsync sync: %v\n", err)
+		return ExitBadInput
+	}
+	key, err := loadSigningKey(opts.signingKeyFile)
+	if err != nil {
+		fmt.Fprintf(stderr, "roomsync sync: %v\n", err)
+		return ExitBadInput
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if opts.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, opts.timeout)
+		defer cancel()
+	}
+
+	st, err := store.Open(ctx, opts.storeURL)
+	if err != nil {
+		fmt.Fprintf(stderr, "roomsync sync: %v\n", err)
+		return ExitBadInput
+	}
+	defer st.Close()
+
+	stopKeyServer, err := opts.keyServer(key, Version)
+	if err != nil {
+		fmt.Fprintf(stderr, "roomsync sync: %v\n", err)
+		return ExitBadInput
+	}
+	defer stopKeyServer()
+
+	client, err := federation.NewClient(federation.Options{
+		ServerName:           opts.serverName,
+		Key:                  key,
+		Endpoints:            endpoints,
+		AllowPrivateNetworks: opts.allowPrivateNetworks,
+		UserAgent:            "roomsync/" + Version,
+	})
+	if err != nil {
+		fmt.Fprintf(stderr, "roomsync sync: %v\n", err)
+		return ExitBadInput
+	}
+	defer client.Close()
+
+	log := logr.Discard()
+	if opts.verbose {
+		log = funcr.New(func(prefix, args string) { fmt.Fprintln(stderr, prefix, args) }, funcr.Options{Verbosity: 1})
+	}
+	peerSet := resolver.NewPeerSet(peers)
+	res, err := resolver.New(resolver.Config{
+		Store:      st,
+		Client:     client,
+		Keys:       federation.NewKeyRing(client, peerSet.Available).Key,
+		Peers:      peerSet,
+		JoinUserID: "@" + opts.joinUser + ":" + opts.serverName,
+		Limits:     opts.limits,
+		Log:        log,
+	})
+	if err != nil {
+		fmt.Fprintf(stderr, "roomsync sync: %v\n", err)
+		return ExitBadInput
+	}
+	if syncUntilConverged(ctx, res, &opts, stderr) {
+		return ExitOK
+	}
+	return ExitFailed
+}
+
+// syncUntilConverged runs passes over the rooms until each has converged, or until a pass
+// stores nothing new and nothing is left to retry soon (the peers have given all they will),
+// or the limits run out. It reports progress on stderr and says whether all rooms converged.
+func syncUntilConverged(ctx context.Context, res *resolver.Resolver, opts *syncOptions, stderr io.Writer) bool {
+	hist := resolver.History{MinDepth: opts.minDepth}
+	pending := append([]string(nil), opts.rooms...)
+	start := time.Now()
+	total := 0
+	for passNo := 1; passNo <= opts.maxPasses && len(pending) > 0; passNo++ {
+		if ctx.Err() != nil {
+			break
+		}
+		results := res.SyncRooms(ctx, pending, hist, opts.concurrency)
+		var next []string
+		progress := false
+		for _, r := range results {
+			total += r.Stored
+			progress = progress || r.Stored > 0
+			status := "syncing"
+			switch {
+			case r.Converged:
+				status = "converged"
+			case !r.BudgetExhausted:
+				status = "incomplete"
+			}
+			line := fmt.Sprintf("roomsync: pass %d: %s: %s, +%d events (%d stored, %d gaps, %d unfillable, %d unknown heads), %d requests",
+				passNo, r.RoomID, status, r.Stored, r.Room.Events, r.Gaps, r.Unfillable, len(r.UnknownHeads), r.Requests)
+			if n := rejectedCount(r.Rejected); n > 0 {
+				line += fmt.Sprintf(", %d rejected %v", n, r.Rejected)
+			}
+			if r.Err != nil && !r.Converged {
+				line += "; last error: " + r.Err.Error()
+			}
+			fmt.Fprintln(stderr, line)
+			if !r.Converged {
+				next = append(next, r.RoomID)
+			}
+		}
+		pending = next
+		if len(pending) > 0 && !progress {
+			// Nothing new: wait for a peer's back-off if one is close, else stop.
+			wait := time.Until(res.Peers().NextAvailable())
+			if wait <= 0 || wait > 30*time.Second {
+				break
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(wait):
+			}
+		}
+	}
+	took := time.Since(start)
+	rate := float64(total) / max(took.Seconds(), 1e-9)
+	fmt.Fprintf(stderr, "roomsync: %d events stored in %s (%.0f events/s); %d of %d rooms converged\n",
+		total, took.Round(time.Millisecond), rate, len(opts.rooms)-len(pending), len(opts.rooms))
+	for _, p := range res.Peers().Status() {
+		if p.LastError != "" {
+			fmt.Fprintf(stderr, "roomsync: peer %s: healthy=%t, last error: %s\n", p.ServerName, p.Healthy, p.LastError)
+		}
+	}
+	return len(pending) == 0
+}
+
+func rejectedCount(m map[resolver.RejectReason]int) int {
+	n := 0
+	for _, c := range m {
+		n += c
+	}
+	return n
+}

@@ -1,0 +1,116 @@
+package resolver
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+
+	"github.com/roomsync/roomsync/resolver/federation"
+	"github.com/roomsync/roomsync/store"
+)
+
+// store verifies one response's PDUs and stores those that pass, in one atomic batch. expect,
+// when set, lists the IDs that were asked for by ID: any other event in the answer is a lie.
+// A response holding another room's event, or an event that was not asked for, is discarded
+// whole (ok is false) and the peer is marked as having answered badly: a peer that lies once
+// is not trusted for the rest of that answer. It returns which of the response's events are
+// now held.
+func (p *pass) store(ctx context.Context, peer string, raws []json.RawMessage, expect []string) (held map[string]bool, ok bool, err error) {
+	events, rejections := p.verifyAll(ctx, raws)
+	expected := map[string]bool{}
+	for _, id := range expect {
+		expected[id] = true
+	}
+	var lie *Rejection
+	for _, rej := range rejections {
+		if rej.Reason == RejectWrongRoom {
+			lie = rej
+			break
+		}
+	}
+	if lie == nil && len(expect) > 0 {
+		for _, ev := range events {
+			if !expected[ev.ID] {
+				lie = reject(RejectEventIDMismatch, ev.ID, "asked for %v", expect)
+				rejections = append(rejections, lie)
+				break
+			}
+		}
+	}
+	for _, rej := range rejections {
+		p.res.Rejected[rej.Reason]++
+		p.r.cfg.Observer.Rejected(p.roomID, rej.Reason, 1)
+	}
+	if len(rejections) > 0 {
+		p.log.Info("Rejected events from peer", "peer", peer, "events", len(rejections), "first", rejections[0].Error())
+	}
+	if lie != nil {
+		// Every event of the answer is dropped, including the ones that verified.
+		p.r.cfg.Peers.Record(peer, federation.OutcomeBadResponse, 0, lie)
+		p.res.Err = fmt.Errorf("discarded answer of %s: %w", peer, lie)
+		return nil, false, nil
+	}
+	if len(events) == 0 {
+		return map[string]bool{}, true, nil
+	}
+	result, err := p.r.cfg.Store.InsertEvents(ctx, p.roomID, events)
+	if err != nil {
+		return nil, false, fmt.Errorf("store %d events from %s: %w", len(events), peer, err)
+	}
+	n := result.New + result.Upgraded
+	p.res.Stored += n
+	p.budget -= n
+	if n > 0 {
+		p.r.cfg.Observer.Stored(p.roomID, n)
+	}
+	held = make(map[string]bool, len(events))
+	for _, ev := range events {
+		held[ev.ID] = true
+	}
+	return held, true, nil
+}
+
+// verifyAll verifies PDUs on VerifyWorkers goroutines; events come back in input order with
+// duplicates (the same ID twice in one answer) removed.
+func (p *pass) verifyAll(ctx context.Context, raws []json.RawMessage) ([]store.Event, []*Rejection) {
+	type result struct {
+		ev  store.Event
+		rej *Rejection
+	}
+	results := make([]result, len(raws))
+	workers := min(p.r.cfg.VerifyWorkers, len(raws))
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				ev, rej := VerifyPDU(ctx, p.roomID, p.version, raws[i], p.r.cfg.Keys)
+				results[i] = result{ev, rej}
+			}
+		}()
+	}
+	for i := range raws {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+
+	seen := make(map[string]bool, len(raws))
+	var events []store.Event
+	var rejections []*Rejection
+	for _, r := range results {
+		if r.rej != nil {
+			rejections = append(rejections, r.rej)
+			continue
+		}
+		if seen[r.ev.ID] {
+			continue
+		}
+		seen[r.ev.ID] = true
+		events = append(events, r.ev)
+	}
+	return events, rejections
+}

@@ -1,0 +1,186 @@
+package federation
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+	mfed "maunium.net/go/mautrix/federation"
+	"maunium.net/go/mautrix/id"
+)
+
+// How long a failed key fetch is remembered before a server is asked again, and the least time
+// between two fetches for a key ID the server did not list (a forged event should not make us
+// hammer its claimed origin).
+const (
+	keyFetchFailureBackoff = time.Minute
+	keyRefetchMinInterval  = time.Minute
+)
+
+// KeyRing fetches other servers' signing keys and caches each until its valid_until_ts. It
+// asks the server itself first (/_matrix/key/v2/server) and then each notary in turn
+// (/_matrix/key/v2/query); every response must carry the server's own signature.
+type KeyRing struct {
+	client   *Client
+	notaries func() []string
+	now      func() time.Time
+
+	flight singleflight.Group
+	mu     sync.Mutex
+	known  map[string]*serverKeys
+}
+
+type serverKeys struct {
+	keys      map[id.KeyID]verifyKey
+	fetchedAt time.Time
+	// fetchErr is the last fetch failure, served until retryAt without asking again.
+	fetchErr error
+	retryAt  time.Time
+}
+
+type verifyKey struct {
+	key        id.SigningKey
+	validUntil time.Time
+}
+
+// NewKeyRing builds a key ring that fetches through client and falls back on notaries (in
+// practice: the peers, which hold the keys of every server in their rooms). notaries is asked
+// at each fetch, so the order can follow the peers' health and a dead peer is not waited on.
+func NewKeyRing(client *Client, notaries func() []string) *KeyRing {
+	return &KeyRing{client: client, notaries: notaries, now: time.Now, known: make(map[string]*serverKeys)}
+}
+
+// StaticNotaries is a notaries function for a fixed list.
+func StaticNotaries(names ...string) func() []string {
+	return func() []string { return names }
+}
+
+// Key returns server's key keyID and until when it is valid, fetching when the cache has no
+// current answer. An unknown key ID returns an empty key and no error: the caller's
+// signature check reports it. minValidUntil is the event's timestamp; whether a key that
+// expired before it may still be used is the room version's rule, applied by the caller.
+func (k *KeyRing) Key(ctx context.Context, server string, keyID id.KeyID, minValidUntil time.Time) (id.SigningKey, time.Time, error) {
+	now := k.now()
+	k.mu.Lock()
+	entry := k.known[server]
+	if entry != nil {
+		if vk, ok := entry.keys[keyID]; ok && (!vk.validUntil.Before(minValidUntil) || !vk.validUntil.Before(now)) {
+			k.mu.Unlock()
+			return vk.key, vk.validUntil, nil
+		}
+		if entry.fetchErr != nil && now.Before(entry.retryAt) {
+			err := entry.fetchErr
+			k.mu.Unlock()
+			return "", time.Time{}, err
+		}
+		if entry.fetchErr == nil && now.Sub(entry.fetchedAt) < keyRefetchMinInterval {
+			// Fetched moments ago and the key is not there (or not valid long enough): say what
+			// we have rather than asking again.
+			vk := entry.keys[keyID]
+			k.mu.Unlock()
+			return vk.key, vk.validUntil, nil
+		}
+	}
+	k.mu.Unlock()
+
+	if _, err, _ := k.flight.Do(server, func() (any, error) { return nil, k.fetch(ctx, server) }); err != nil {
+		return "", time.Time{}, err
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	vk := k.known[server].keys[keyID]
+	return vk.key, vk.validUntil, nil
+}
+
+// fetch asks the server, then the notaries, and records the union of what verifies.
+func (k *KeyRing) fetch(ctx context.Context, server string) error {
+	var errs []error
+	var responses []*mfed.ServerKeyResponse
+	if resp, err := k.client.ServerKeys(ctx, server); err != nil {
+		errs = append(errs, fmt.Errorf("from %s: %w", server, err))
+	} else {
+		responses = append(responses, resp)
+	}
+	if len(responses) == 0 {
+		for _, notary := range k.notaries() {
+			if notary == server {
+				continue
+			}
+			resps, err := k.client.QueryKeys(ctx, notary, server)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("from notary %s: %w", notary, err))
+				continue
+			}
+			responses = append(responses, resps...)
+			if len(resps) > 0 {
+				break
+			}
+		}
+	}
+
+	keys := make(map[id.KeyID]verifyKey)
+	for _, resp := range responses {
+		if err := checkKeyResponse(server, resp); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		for keyID, vk := range resp.OldVerifyKeys {
+			mergeKey(keys, keyID, verifyKey{key: vk.Key, validUntil: vk.ExpiredTS.Time})
+		}
+		for keyID, vk := range resp.VerifyKeys {
+			mergeKey(keys, keyID, verifyKey{key: vk.Key, validUntil: resp.ValidUntilTS.Time})
+		}
+	}
+
+	now := k.now()
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	entry := k.known[server]
+	if entry == nil {
+		entry = &serverKeys{keys: make(map[id.KeyID]verifyKey)}
+		k.known[server] = entry
+	}
+	if len(keys) == 0 {
+		entry.fetchErr = fmt.Errorf("fetch signing keys of %s: %w", server, errors.Join(errs...))
+		if len(errs) == 0 {
+			entry.fetchErr = fmt.Errorf("fetch signing keys of %s: no server or notary returned any", server)
+		}
+		entry.retryAt = now.Add(keyFetchFailureBackoff)
+		return entry.fetchErr
+	}
+	for keyID, vk := range keys {
+		mergeKey(entry.keys, keyID, vk)
+	}
+	entry.fetchedAt = now
+	entry.fetchErr = nil
+	return nil
+}
+
+// checkKeyResponse accepts a key response only for the server asked about and only with a
+// valid self-signature by each of its current keys.
+func checkKeyResponse(server string, resp *mfed.ServerKeyResponse) error {
+	if resp == nil {
+		return fmt.Errorf("%w: empty key response for %s", ErrBadResponse, server)
+	}
+	if resp.ServerName != server {
+		return fmt.Errorf("%w: key response for %q when %q was asked", ErrBadResponse, resp.ServerName, server)
+	}
+	if len(resp.VerifyKeys) == 0 {
+		return fmt.Errorf("%w: key response for %s lists no verify_keys", ErrBadResponse, server)
+	}
+	if err := resp.VerifySelfSignature(); err != nil {
+		return fmt.Errorf("%w: key response for %s: %w", ErrBadResponse, server, err)
+	}
+	return nil
+}
+
+// mergeKey keeps, for each key ID, the longest validity seen for the same key.
+func mergeKey(keys map[id.KeyID]verifyKey, keyID id.KeyID, vk verifyKey) {
+	old, ok := keys[keyID]
+	if !ok || old.key != vk.key || vk.validUntil.After(old.validUntil) {
+		keys[keyID] = vk
+	}
+}

@@ -1,0 +1,28 @@
+// Package fixturepeer is an in-process Matrix federation peer for fast tests of the resolver.
+//
+// It has two halves:
+//
+//   - [Generate] builds a synthetic room: a DAG of real, signed PDUs (mautrix's federation/pdu
+//     does the hashing, event IDs and signing) sent by users on several origin servers, with
+//     forks, merges, long linear stretches and member joins. It is deterministic for a seed.
+//   - [Start] serves the Matrix server-server API for such a room over TLS on 127.0.0.1 from
+//     a subset of the DAG (a [Hold]), with faults (5xx, 429, hangs, truncated or huge bodies)
+//     and lies (wrong, foreign, stripped, badly signed or mis-identified events) that can be
+//     switched while the peer runs, and per-endpoint request counters.
+//
+// Origin servers are named with the reserved ".invalid" top-level domain (RFC 6761), e.g.
+// "origin-a.invalid": server discovery for them fails at once with NXDOMAIN, so a resolver
+// that tries an origin directly for its key falls back on the peers, which serve every
+// origin's key as notaries (self-signed by the origin and signed by the peer). Origin keys
+// are derived from the origin's name ([OriginKey]), so every room and every peer agrees on
+// them.
+//
+// A peer's own server name is "127.0.0.1:<port>" by default, and [Peer.URL] is its
+// "https://127.0.0.1:<port>" base URL with a self-signed certificate: give the resolver the
+// pair as an explicit endpoint with TLS verification off. [NewClient] builds a mautrix
+// federation client routed that way, for tests that talk to peers directly.
+//
+// What a resolver can possibly fetch from a set of peers is [Reachable]: the events reached
+// by walking prev_events back from the peers' heads through events that some peer holds;
+// prev_events that no peer holds are the unfillable gaps.
+package fixturepeer

@@ -1,0 +1,396 @@
+package resolver
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+
+	"github.com/roomsync/roomsync/resolver/federation"
+	"github.com/roomsync/roomsync/store"
+)
+
+// Back-off of a gap (a backward extremity) that no peer filled: doubling from gapRetryBase up
+// to gapRetryMax. Gaps are retried forever, but never in a hot loop.
+const (
+	gapRetryBase = 30 * time.Second
+	gapRetryMax  = 6 * time.Hour
+)
+
+// maxRequestsPerEvent bounds the requests of a pass relative to its budget, so a peer that
+// keeps answering uselessly cannot hold a pass forever.
+const maxRequestsPerEvent = 1
+
+// errNoRoomVersion: no peer told us the room version, so no event can be verified.
+var errNoRoomVersion = errors.New("room version unknown: no peer answered make_join and no create event is stored")
+
+// pass is one bounded sync pass over one room.
+type pass struct {
+	r      *Resolver
+	roomID string
+	hist   History
+	log    logr.Logger
+	res    RoomResult
+
+	version string
+	budget  int
+
+	// mu guards the request counters of res, which concurrent head requests update.
+	mu sync.Mutex
+}
+
+func (p *pass) run(ctx context.Context) error {
+	st := p.r.cfg.Store
+	room, err := st.Room(ctx, p.roomID)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("read room: %w", err)
+	}
+	p.version = room.Version
+	oldForward, err := st.ForwardExtremities(ctx, p.roomID)
+	if err != nil {
+		return fmt.Errorf("read forward extremities: %w", err)
+	}
+
+	heads, version := p.discoverHeads(ctx)
+	if p.version == "" {
+		p.version = version
+	}
+	if p.version == "" {
+		return errNoRoomVersion
+	}
+	if err := st.EnsureRoom(ctx, p.roomID, p.version, ""); err != nil {
+		return fmt.Errorf("record room version: %w", err)
+	}
+
+	unknown, err := p.missing(ctx, heads)
+	if err != nil {
+		return err
+	}
+	if len(unknown) > 0 {
+		if err := p.fetchEvents(ctx, unknown); err != nil {
+			return err
+		}
+		if len(oldForward) > 0 && p.budget > 0 {
+			if err := p.closeForwardGap(ctx, oldForward, unknown); err != nil {
+				return err
+			}
+		}
+	}
+	if err := p.backfill(ctx); err != nil {
+		return err
+	}
+	return p.summarize(ctx, heads)
+}
+
+// discoverHeads asks every available peer, all at once so that a slow peer costs one timeout
+// and not one per peer, for its newest events: make_join's prev_events (all of the peer's
+// forward extremities, and the room version), or where make_join is refused,
+// /timestamp_to_event (one event, the newest). Nothing is joined.
+func (p *pass) discoverHeads(ctx context.Context) (heads []string, version string) {
+	peers := p.r.cfg.Peers.Available()
+	answers := make([]headsAnswer, len(peers))
+	var wg sync.WaitGroup
+	for i, peer := range peers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			answers[i] = p.peerHeads(ctx, peer)
+		}()
+	}
+	wg.Wait()
+
+	seen := map[string]bool{}
+	for _, a := range answers {
+		if !a.ok {
+			continue
+		}
+		p.res.PeersAnswered++
+		if version == "" {
+			version = a.version
+		}
+		for _, id := range a.heads {
+			if id != "" && !seen[id] {
+				seen[id] = true
+				heads = append(heads, id)
+			}
+		}
+	}
+	return heads, version
+}
+
+// headsAnswer is one peer's answer to "what are your newest events?".
+type headsAnswer struct {
+	ok      bool
+	version string
+	heads   []string
+}
+
+// peerHeads asks one peer for its heads (see discoverHeads).
+func (p *pass) peerHeads(ctx context.Context, peer string) (a headsAnswer) {
+	err := p.request(ctx, peer, "make_join", func(ctx context.Context) error {
+		var err error
+		a.version, a.heads, err = p.r.cfg.Client.JoinTemplate(ctx, peer, p.roomID, p.r.cfg.JoinUserID, supportedRoomVersions)
+		return err
+	})
+	if err == nil {
+		a.ok = true
+		return a
+	}
+	if ctx.Err() != nil {
+		return a
+	}
+	p.log.V(1).Info("make_join refused; asking timestamp_to_event", "peer", peer, "error", err.Error())
+	var head string
+	err = p.request(ctx, peer, "timestamp_to_event", func(ctx context.Context) error {
+		var err error
+		head, err = p.r.cfg.Client.LatestEvent(ctx, peer, p.roomID, p.r.cfg.Now())
+		return err
+	})
+	if err == nil {
+		a.ok, a.heads = true, []string{head}
+	}
+	return a
+}
+
+// missing returns the IDs the store does not hold, in their order.
+func (p *pass) missing(ctx context.Context, ids []string) ([]string, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	held, err := p.r.cfg.Store.HasEvents(ctx, ids)
+	if err != nil {
+		return nil, fmt.Errorf("look up events: %w", err)
+	}
+	var out []string
+	for _, id := range ids {
+		if !held[id] {
+			out = append(out, id)
+		}
+	}
+	return out, nil
+}
+
+// fetchEvents gets events one by one with /event, each from the first peer that has it.
+func (p *pass) fetchEvents(ctx context.Context, ids []string) error {
+	for _, id := range ids {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		for _, peer := range p.r.cfg.Peers.Available() {
+			var raw json.RawMessage
+			err := p.request(ctx, peer, "event", func(ctx context.Context) error {
+				var err error
+				raw, err = p.r.cfg.Client.Event(ctx, peer, id)
+				return err
+			})
+			if err != nil {
+				continue
+			}
+			stored, ok, err := p.store(ctx, peer, []json.RawMessage{raw}, []string{id})
+			if err != nil {
+				return err
+			}
+			if ok && stored[id] {
+				break
+			}
+		}
+	}
+	return nil
+}
+
+// closeForwardGap asks for the events between what we held (earliest) and the new heads
+// (latest) in one /get_missing_events round; what it leaves is left to backfill.
+func (p *pass) closeForwardGap(ctx context.Context, earliest, latest []string) error {
+	held, err := p.r.cfg.Store.HasEvents(ctx, latest)
+	if err != nil {
+		return fmt.Errorf("look up events: %w", err)
+	}
+	var have []string
+	for _, id := range latest {
+		if held[id] {
+			have = append(have, id)
+		}
+	}
+	if len(have) == 0 {
+		return nil
+	}
+	limit := min(p.r.cfg.Limits.MissingEventsLimit, p.budget)
+	for _, peer := range p.r.cfg.Peers.Available() {
+		var raws []json.RawMessage
+		err := p.request(ctx, peer, "get_missing_events", func(ctx context.Context) error {
+			var err error
+			raws, err = p.r.cfg.Client.MissingEvents(ctx, peer, p.roomID, earliest, have, limit, p.hist.MinDepth)
+			return err
+		})
+		if err != nil || len(raws) == 0 {
+			continue
+		}
+		if _, ok, err := p.store(ctx, peer, raws, nil); err != nil || ok {
+			return err
+		}
+	}
+	return nil
+}
+
+// backfill fills backward extremities, a few at a time, from the peers in order, until none
+// is due within the history bound or the budget is spent.
+func (p *pass) backfill(ctx context.Context) error {
+	maxRequests := max(100, p.budget*maxRequestsPerEvent)
+	for p.budget > 0 && p.res.Requests < maxRequests {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		due, err := p.r.cfg.Store.BackwardExtremities(ctx, p.roomID, store.BackwardFilter{
+			DueBy:             p.r.cfg.Now(),
+			ChildDepthAtLeast: p.depthBound(),
+			Limit:             p.r.cfg.Limits.BackfillExtremities,
+		})
+		if err != nil {
+			return fmt.Errorf("read backward extremities: %w", err)
+		}
+		if len(due) == 0 {
+			return nil
+		}
+		if err := p.fill(ctx, due); err != nil {
+			return err
+		}
+	}
+	p.res.BudgetExhausted = p.budget <= 0
+	return nil
+}
+
+// fill backfills the given extremities from each peer in turn (what one peer leaves goes to
+// the next), then asks for stragglers one by one, and schedules a retry for what stays
+// missing.
+func (p *pass) fill(ctx context.Context, exts []store.BackwardExtremity) error {
+	want := make([]string, len(exts))
+	for i, e := range exts {
+		want[i] = e.EventID
+	}
+	limit := min(p.r.cfg.Limits.BackfillLimit, max(p.budget, 1))
+	var lastErr error
+	answered := 0
+	for _, peer := range p.r.cfg.Peers.Available() {
+		if len(want) == 0 || ctx.Err() != nil {
+			break
+		}
+		var raws []json.RawMessage
+		err := p.request(ctx, peer, "backfill", func(ctx context.Context) error {
+			var err error
+			raws, err = p.r.cfg.Client.Backfill(ctx, peer, p.roomID, want, limit)
+			return err
+		})
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		answered++
+		if _, _, err := p.store(ctx, peer, raws, nil); err != nil {
+			return err
+		}
+		if want, err = p.missing(ctx, want); err != nil {
+			return err
+		}
+	}
+	// Stragglers: a peer may serve an event by ID that its backfill did not reach.
+	for _, id := range slices.Clone(want) {
+		if err := p.fetchEvents(ctx, []string{id}); err != nil {
+			return err
+		}
+	}
+	if want, err := p.missing(ctx, want); err != nil {
+		return err
+	} else {
+		return p.scheduleRetries(ctx, exts, want, answered, lastErr)
+	}
+}
+
+// scheduleRetries records a failed attempt for each extremity still missing. When every
+// available peer answered and none had it, it is unfillable (for now); otherwise the peers'
+// errors may be to blame and it is simply retried.
+func (p *pass) scheduleRetries(ctx context.Context, exts []store.BackwardExtremity, stillMissing []string, answered int, lastErr error) error {
+	missing := map[string]bool{}
+	for _, id := range stillMissing {
+		missing[id] = true
+	}
+	now := p.r.cfg.Now()
+	for _, e := range exts {
+		if !missing[e.EventID] {
+			continue
+		}
+		next := now.Add(backoff(gapRetryBase, gapRetryMax, e.Attempts+1))
+		var err error
+		if answered > 0 && lastErr == nil {
+			reason := fmt.Sprintf("no peer holds it (%d answered)", answered)
+			err = p.r.cfg.Store.MarkUnfillable(ctx, p.roomID, e.EventID, reason, next)
+		} else {
+			text := "no peer answered"
+			if lastErr != nil {
+				text = lastErr.Error()
+			}
+			err = p.r.cfg.Store.RecordAttemptFailure(ctx, p.roomID, e.EventID, text, next)
+		}
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("record attempt on %s: %w", e.EventID, err)
+		}
+		p.log.V(1).Info("Gap not filled; retrying later", "event", e.EventID, "next", next)
+	}
+	return nil
+}
+
+// depthBound is the ChildDepthAtLeast filter for the history bound: a missing prev sits below
+// its children, so only extremities with a child above MinDepth are worth fetching.
+func (p *pass) depthBound() int64 {
+	if p.hist.MinDepth <= 0 {
+		return 0
+	}
+	return p.hist.MinDepth + 1
+}
+
+// summarize reads the room's state after the pass into the result.
+func (p *pass) summarize(ctx context.Context, heads []string) error {
+	st := p.r.cfg.Store
+	room, err := st.Room(ctx, p.roomID)
+	if err != nil {
+		return fmt.Errorf("read room: %w", err)
+	}
+	p.res.Room = room
+	p.res.RoomVersion = p.version
+	if p.res.UnknownHeads, err = p.missing(ctx, heads); err != nil {
+		return err
+	}
+	gaps, err := st.BackwardExtremities(ctx, p.roomID, store.BackwardFilter{ChildDepthAtLeast: p.depthBound()})
+	if err != nil {
+		return fmt.Errorf("read backward extremities: %w", err)
+	}
+	p.res.Gaps = len(gaps)
+	for _, g := range gaps {
+		if g.Unfillable {
+			p.res.Unfillable++
+		}
+	}
+	p.res.Converged = p.res.PeersAnswered > 0 && len(p.res.UnknownHeads) == 0 && len(gaps) == 0 && room.Events > 0
+	return nil
+}
+
+// request runs one federation request with its bookkeeping: peer health, counts, timing.
+func (p *pass) request(ctx context.Context, peer, endpoint string, do func(context.Context) error) error {
+	start := time.Now()
+	err := do(ctx)
+	outcome, retryAfter := federation.Classify(err)
+	p.r.cfg.Peers.Record(peer, outcome, retryAfter, err)
+	p.r.cfg.Observer.Request(peer, endpoint, outcome, time.Since(start))
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.res.Requests++
+	if err != nil {
+		p.res.Err = fmt.Errorf("%s from %s: %w", endpoint, peer, err)
+		p.log.V(1).Info("Federation request failed", "peer", peer, "endpoint", endpoint, "outcome", string(outcome), "error", err.Error())
+	}
+	return err
+}

@@ -1,0 +1,168 @@
+package resolver
+
+import (
+	"context"
+	"encoding/json/v2"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/tidwall/gjson"
+	"maunium.net/go/mautrix/crypto/canonicaljson"
+	"maunium.net/go/mautrix/federation/pdu"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/roomsync/roomsync/store"
+)
+
+// supportedRoomVersions are the room versions whose events VerifyPDU can check, as offered
+// to peers in make_join.
+var supportedRoomVersions = []string{"3", "4", "5", "6", "7", "8", "9", "10", "11", "12"}
+
+// RejectReason says why a PDU was not stored. Rejections are counted by reason.
+type RejectReason string
+
+const (
+	RejectMalformed        RejectReason = "malformed"          // not a PDU
+	RejectWrongRoom        RejectReason = "wrong_room"         // another room's event
+	RejectEventIDMismatch  RejectReason = "event_id_mismatch"  // not the event that was asked for
+	RejectBadSignature     RejectReason = "bad_signature"      // a signature is missing or wrong
+	RejectKeyUnavailable   RejectReason = "key_unavailable"    // the origin's key could not be fetched
+	RejectUnsupportedRoom  RejectReason = "unsupported_room"   // a room version we cannot verify
+	RejectInconsistentSelf RejectReason = "inconsistent_event" // fields that contradict each other
+)
+
+// Rejection is a PDU that failed verification.
+type Rejection struct {
+	Reason  RejectReason
+	EventID string // as computed, when it could be
+	Err     error
+}
+
+func (r *Rejection) Error() string {
+	if r.EventID != "" {
+		return fmt.Sprintf("event %s rejected (%s): %v", r.EventID, r.Reason, r.Err)
+	}
+	return fmt.Sprintf("event rejected (%s): %v", r.Reason, r.Err)
+}
+
+func (r *Rejection) Unwrap() error { return r.Err }
+
+func reject(reason RejectReason, eventID string, format string, args ...any) *Rejection {
+	return &Rejection{Reason: reason, EventID: eventID, Err: fmt.Errorf(format, args...)}
+}
+
+// KeyFunc returns a server's verify key and until when it is valid (federation.KeyRing.Key).
+type KeyFunc func(ctx context.Context, server string, keyID id.KeyID, minValidUntil time.Time) (id.SigningKey, time.Time, error)
+
+// errKeyFetch marks a key that could not be fetched, as opposed to a signature that is wrong.
+var errKeyFetch = errors.New("key fetch failed")
+
+// VerifyPDU checks one PDU of roomID, a room of roomVersion, and returns it as a store event:
+// the room ID, the event ID recomputed for the room version, the signature of the sender's
+// server (and of the server that authorised a restricted join), and the content hash. A PDU
+// whose content hash fails but whose signature holds is returned in its redacted form with
+// Redacted set: that is how servers serve content the requester may not see. The `unsigned`
+// section, which no signature covers and each server fills its own way, is not kept.
+func VerifyPDU(ctx context.Context, roomID, roomVersion string, raw []byte, keys KeyFunc) (store.Event, *Rejection) {
+	version := id.RoomVersion(roomVersion)
+	if !version.IsKnown() {
+		return store.Event{}, reject(RejectUnsupportedRoom, "", "room version %q is unknown", roomVersion)
+	}
+	if version.EventIDFormat() == id.EventIDFormatCustom {
+		// Room versions 1 and 2 carry their event IDs in the event and sign them differently.
+		return store.Event{}, reject(RejectUnsupportedRoom, "", "room version %s (explicit event IDs) is not supported", roomVersion)
+	}
+
+	var p pdu.PDU
+	if err := json.Unmarshal(raw, &p); err != nil {
+		return store.Event{}, reject(RejectMalformed, "", "parse PDU: %w", err)
+	}
+	if p.Type == "" || p.Sender == "" || p.Depth < 0 {
+		return store.Event{}, reject(RejectMalformed, "", "PDU lacks type or sender, or has a negative depth")
+	}
+	eventID, err := p.GetEventID(version)
+	if err != nil {
+		return store.Event{}, reject(RejectMalformed, "", "compute event ID: %w", err)
+	}
+	evID := string(eventID)
+
+	// Room ID: version 12 create events have none, their room ID is their own hash.
+	if p.Type == "m.room.create" && p.StateKey != nil && *p.StateKey == "" && version.RoomIDIsCreateEventID() {
+		derived, err := p.GetRoomID()
+		if err != nil || string(derived) != roomID {
+			return store.Event{}, reject(RejectWrongRoom, evID, "create event derives room ID %q, want %q (%v)", derived, roomID, err)
+		}
+	} else if string(p.RoomID) != roomID {
+		return store.Event{}, reject(RejectWrongRoom, evID, "event of room %q, want %q", p.RoomID, roomID)
+	}
+
+	senderServer := p.Sender.Homeserver()
+	if senderServer == "" {
+		return store.Event{}, reject(RejectMalformed, evID, "sender %q has no server name", p.Sender)
+	}
+	if r := verifySignatures(ctx, &p, version, evID, senderServer, keys); r != nil {
+		return store.Event{}, r
+	}
+
+	redacted := false
+	if !p.VerifyContentHash() {
+		// The signature covers the redacted form, which verified: keep that form.
+		p.Redact(version)
+		redacted = true
+	}
+	p.Unsigned = nil
+	canonical, err := canonicaljson.Marshal(&p)
+	if err != nil {
+		return store.Event{}, reject(RejectMalformed, evID, "re-encode PDU: %w", err)
+	}
+	prevs := make([]string, len(p.PrevEvents))
+	for i, prev := range p.PrevEvents {
+		prevs[i] = string(prev)
+		if prev == eventID {
+			return store.Event{}, reject(RejectInconsistentSelf, evID, "event lists itself as a prev event")
+		}
+	}
+	return store.Event{
+		ID:             evID,
+		RoomID:         roomID,
+		Depth:          p.Depth,
+		OriginServerTS: p.OriginServerTS,
+		Type:           p.Type,
+		StateKey:       p.StateKey,
+		Sender:         string(p.Sender),
+		Origin:         senderServer,
+		PrevEvents:     prevs,
+		Raw:            canonical,
+		Redacted:       redacted,
+	}, nil
+}
+
+// verifySignatures checks the signatures the room version requires: the sender's server's,
+// and for a join authorised through another server (restricted rooms), that server's too.
+func verifySignatures(ctx context.Context, p *pdu.PDU, version id.RoomVersion, evID, senderServer string, keys KeyFunc) *Rejection {
+	servers := []string{senderServer}
+	if p.Type == "m.room.member" && version.RestrictedJoins() {
+		if via := gjson.GetBytes(p.Content, "join_authorised_via_users_server"); via.Exists() && gjson.GetBytes(p.Content, "membership").Str == "join" {
+			if server := id.UserID(via.Str).Homeserver(); server != "" && server != senderServer {
+				servers = append(servers, server)
+			}
+		}
+	}
+	for _, server := range servers {
+		getKey := func(serverName string, keyID id.KeyID, minValidUntil time.Time) (id.SigningKey, time.Time, error) {
+			key, until, err := keys(ctx, serverName, keyID, minValidUntil)
+			if err != nil {
+				return "", time.Time{}, fmt.Errorf("%w: %w", errKeyFetch, err)
+			}
+			return key, until, nil
+		}
+		if err := p.VerifySignature(version, server, getKey); err != nil {
+			if errors.Is(err, errKeyFetch) {
+				return reject(RejectKeyUnavailable, evID, "verify signature of %s: %w", server, err)
+			}
+			return reject(RejectBadSignature, evID, "verify signature of %s: %w", server, err)
+		}
+	}
+	return nil
+}

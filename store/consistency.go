@@ -1,0 +1,226 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"maps"
+	"slices"
+	"strings"
+)
+
+// CheckConsistency recomputes a room's forward and backward extremities (with their child
+// depths) and its counters from the events and edges alone, and compares them with what the
+// store keeps. It returns nil, or an error listing every difference. It reads the whole room
+// in one read-only transaction, so it is meant for tests (of this package and others) and for
+// repair tools, not for the reconcile loop. It works on stores returned by Open.
+func CheckConsistency(ctx context.Context, st Store, roomID string) error {
+	s, ok := st.(*sqlStore)
+	if !ok {
+		return fmt.Errorf("check consistency of %s: %T is not a store returned by store.Open", roomID, st)
+	}
+	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true})
+	if err != nil {
+		return fmt.Errorf("check consistency of %s: %w", roomID, err)
+	}
+	defer tx.Rollback() //nolint:errcheck // read-only
+	problems, err := s.consistencyProblems(ctx, tx, roomID)
+	if err != nil {
+		return fmt.Errorf("check consistency of %s: %w", roomID, err)
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("room %s is inconsistent:\n%s", roomID, strings.Join(problems, "\n"))
+	}
+	return nil
+}
+
+func (s *sqlStore) consistencyProblems(ctx context.Context, tx *sql.Tx, roomID string) ([]string, error) {
+	var room roomRow
+	err := tx.QueryRowContext(ctx, s.d.rebind(`SELECT `+roomColumns+` FROM rooms WHERE room_id = ?`),
+		roomID).Scan(room.scanTargets()...)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("room %s: %w", roomID, ErrNotFound)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var problems []string
+	add := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
+
+	// Forward extremities: held events that no held event lists as a prev. Edge rows exist
+	// only for held events, so "no edge points at it" says exactly that.
+	wantForward := map[string]depthRange{}
+	if err := s.collect(ctx, tx, wantForward, `SELECT e.event_id, 0, 0 FROM events e WHERE e.room_id = ?
+		AND NOT EXISTS (SELECT 1 FROM event_edges g WHERE g.room_id = e.room_id AND g.prev_event_id = e.event_id)`,
+		roomID); err != nil {
+		return nil, fmt.Errorf("recompute forward extremities: %w", err)
+	}
+	haveForward := map[string]depthRange{}
+	if err := s.collect(ctx, tx, haveForward, `SELECT event_id, 0, 0 FROM forward_extremities WHERE room_id = ?`,
+		roomID); err != nil {
+		return nil, fmt.Errorf("read forward extremities: %w", err)
+	}
+	compareSets(add, "forward extremities", wantForward, haveForward)
+
+	// Backward extremities: prevs of held events that are not held, with the depths of the
+	// children pointing at them.
+	wantBackward := map[string]depthRange{}
+	if err := s.collect(ctx, tx, wantBackward, `SELECT g.prev_event_id, MIN(c.depth), MAX(c.depth)
+		FROM event_edges g JOIN events c ON c.event_id = g.event_id
+		WHERE g.room_id = ? AND NOT EXISTS
+			(SELECT 1 FROM events p WHERE p.event_id = g.prev_event_id AND p.room_id = g.room_id)
+		GROUP BY g.prev_event_id`, roomID); err != nil {
+		return nil, fmt.Errorf("recompute backward extremities: %w", err)
+	}
+	haveBackward := map[string]depthRange{}
+	if err := s.collect(ctx, tx, haveBackward, `SELECT event_id, min_child_depth, max_child_depth
+		FROM backward_extremities WHERE room_id = ?`, roomID); err != nil {
+		return nil, fmt.Errorf("read backward extremities: %w", err)
+	}
+	compareSets(add, "backward extremities", wantBackward, haveBackward)
+
+	// The edges must say what the events' prev_events say: compare an order-independent
+	// digest of the (event, prev) pairs read from each.
+	fromEvents, err := s.pairDigest(ctx, tx, `SELECT event_id, prev_events FROM events WHERE room_id = ?`, roomID, true)
+	if err != nil {
+		return nil, fmt.Errorf("read prev events: %w", err)
+	}
+	fromEdges, err := s.pairDigest(ctx, tx, `SELECT event_id, prev_event_id FROM event_edges WHERE room_id = ?`, roomID, false)
+	if err != nil {
+		return nil, fmt.Errorf("read edges: %w", err)
+	}
+	if fromEvents != fromEdges {
+		add("the %d edges disagree with the %d prev events the events list", fromEdges.pairs, fromEvents.pairs)
+	}
+
+	var orphanEdges, events, redacted, minDepth, maxDepth, unfillable int64
+	if err := tx.QueryRowContext(ctx, s.d.rebind(`SELECT COUNT(*) FROM event_edges g WHERE g.room_id = ?
+		AND NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = g.event_id AND e.room_id = g.room_id)`),
+		roomID).Scan(&orphanEdges); err != nil {
+		return nil, fmt.Errorf("count edges without events: %w", err)
+	}
+	if orphanEdges != 0 {
+		add("%d edges belong to no held event of the room", orphanEdges)
+	}
+	if err := tx.QueryRowContext(ctx, s.d.rebind(`SELECT COUNT(*),
+		COALESCE(SUM(CASE WHEN redacted THEN 1 ELSE 0 END), 0), COALESCE(MIN(depth), 0), COALESCE(MAX(depth), 0)
+		FROM events WHERE room_id = ?`), roomID).Scan(&events, &redacted, &minDepth, &maxDepth); err != nil {
+		return nil, fmt.Errorf("count events: %w", err)
+	}
+	if err := tx.QueryRowContext(ctx, s.d.rebind(`SELECT COUNT(*) FROM backward_extremities
+		WHERE room_id = ? AND unfillable = ?`), roomID, true).Scan(&unfillable); err != nil {
+		return nil, fmt.Errorf("count unfillable extremities: %w", err)
+	}
+	for _, c := range []struct {
+		name        string
+		kept, truth int64
+	}{
+		{"event count", room.events, events},
+		{"redacted count", room.redacted, redacted},
+		{"min depth", room.minDepth, minDepth},
+		{"max depth", room.maxDepth, maxDepth},
+		{"forward extremity count", room.forward, int64(len(haveForward))},
+		{"backward extremity count", room.backward, int64(len(haveBackward))},
+		{"unfillable extremity count", room.unfillable, unfillable},
+	} {
+		if c.kept != c.truth {
+			add("%s is %d, the rows say %d", c.name, c.kept, c.truth)
+		}
+	}
+	return problems, nil
+}
+
+// digest sums a hash of each (event, prev) pair: equal digests mean equal sets of pairs, short
+// of a 64-bit collision, without holding either set in memory.
+type digest struct {
+	pairs int64
+	sum   uint64
+}
+
+// pairDigest digests the pairs of (event ID, prev) rows; with listed, the second column is a
+// JSON list of prevs.
+func (s *sqlStore) pairDigest(ctx context.Context, tx *sql.Tx, q, roomID string, listed bool) (digest, error) {
+	var d digest
+	rows, err := tx.QueryContext(ctx, s.d.rebind(q), roomID)
+	if err != nil {
+		return d, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id, second string
+		if err := rows.Scan(&id, &second); err != nil {
+			return d, err
+		}
+		prevs := []string{second}
+		if listed {
+			prevs = nil
+			if err := json.Unmarshal([]byte(second), &prevs); err != nil {
+				return d, fmt.Errorf("event %s: %w", id, err)
+			}
+		}
+		for _, p := range prevs {
+			h := fnv.New64a()
+			h.Write([]byte(id + "\x00" + p))
+			d.pairs++
+			d.sum += h.Sum64()
+		}
+	}
+	return d, rows.Err()
+}
+
+// collect reads (id, min, max) rows into into.
+func (s *sqlStore) collect(ctx context.Context, tx *sql.Tx, into map[string]depthRange, q string, args ...any) error {
+	rows, err := tx.QueryContext(ctx, s.d.rebind(q), args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		var r depthRange
+		if err := rows.Scan(&id, &r.min, &r.max); err != nil {
+			return err
+		}
+		into[id] = r
+	}
+	return rows.Err()
+}
+
+// compareSets reports IDs missing from or extra in have, and differing child depths.
+func compareSets(add func(string, ...any), what string, want, have map[string]depthRange) {
+	var missing, extra, wrong []string
+	for _, id := range slices.Sorted(maps.Keys(want)) {
+		h, ok := have[id]
+		switch {
+		case !ok:
+			missing = append(missing, id)
+		case h != want[id]:
+			wrong = append(wrong, fmt.Sprintf("%s child depths %d..%d, want %d..%d", id, h.min, h.max, want[id].min, want[id].max))
+		}
+	}
+	for _, id := range slices.Sorted(maps.Keys(have)) {
+		if _, ok := want[id]; !ok {
+			extra = append(extra, id)
+		}
+	}
+	if len(missing) > 0 {
+		add("%s missing: %s", what, sample(missing))
+	}
+	if len(extra) > 0 {
+		add("%s that should not be: %s", what, sample(extra))
+	}
+	if len(wrong) > 0 {
+		add("%s with wrong depths: %s", what, sample(wrong))
+	}
+}
+
+// sample lists up to ten items and how many more there are.
+func sample(items []string) string {
+	if len(items) <= 10 {
+		return strings.Join(items, ", ")
+	}
+	return fmt.Sprintf("%s and %d more", strings.Join(items[:10], ", "), len(items)-10)
+}

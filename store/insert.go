@@ -1,0 +1,372 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+)
+
+var eventColumns = []string{"event_id", "room_id", "depth", "origin_server_ts", "type", "state_key",
+	"sender", "origin", "prev_events", "raw", "redacted", "received_at"}
+
+// InsertEvents stores the batch and updates the extremities in one transaction that holds the
+// room's row (see inRoomTx). Which events are new is decided under that lock, so a batch
+// inserted twice, or by two writers at once, is stored once.
+func (s *sqlStore) InsertEvents(ctx context.Context, roomID string, events []Event) (InsertResult, error) {
+	batch, repeats, err := dedupeBatch(roomID, events)
+	if err != nil {
+		return InsertResult{}, fmt.Errorf("insert events into %s: %w", roomID, err)
+	}
+	if len(batch) == 0 {
+		return InsertResult{}, nil
+	}
+	// Peers' pages overlap, so whole batches of events already held are common. Events are
+	// never removed or downgraded, so a batch found held in full outside the transaction
+	// needs no write lock at all.
+	held, err := s.heldEvents(ctx, s.db, batch)
+	if err != nil {
+		return InsertResult{}, fmt.Errorf("insert events into %s: %w", roomID, err)
+	}
+	if allHeld(roomID, batch, held) {
+		return InsertResult{Duplicates: len(events)}, nil
+	}
+	var res InsertResult
+	err = s.inRoomTx(ctx, roomID, true, func(tx *sql.Tx, room *roomRow) error {
+		var err error
+		res, err = s.insertBatch(ctx, tx, roomID, room, batch)
+		return err
+	})
+	if err != nil {
+		return InsertResult{}, fmt.Errorf("insert %d events into %s: %w", len(events), roomID, err)
+	}
+	res.Duplicates += repeats
+	return res, nil
+}
+
+// dedupeBatch rejects a batch with an event of another room (or without an ID or JSON) and
+// keeps one copy of each event ID, the full one when the batch has both forms. The copies it
+// returns have their prev events as a sorted set; the caller's events are not modified.
+func dedupeBatch(roomID string, events []Event) (batch []Event, repeats int, err error) {
+	if roomID == "" {
+		return nil, 0, errors.New("empty room ID")
+	}
+	index := make(map[string]int, len(events))
+	batch = make([]Event, 0, len(events))
+	for _, e := range events {
+		switch {
+		case e.ID == "":
+			return nil, 0, fmt.Errorf("an event at depth %d has no ID", e.Depth)
+		case e.RoomID != roomID:
+			return nil, 0, fmt.Errorf("event %s belongs to room %q: %w", e.ID, e.RoomID, ErrConflict)
+		case len(e.Raw) == 0:
+			return nil, 0, fmt.Errorf("event %s has no JSON", e.ID)
+		case slices.Contains(e.PrevEvents, ""):
+			return nil, 0, fmt.Errorf("event %s has an empty prev event ID", e.ID)
+		}
+		e.PrevEvents = slices.Compact(slices.Sorted(slices.Values(e.PrevEvents)))
+		if i, ok := index[e.ID]; ok {
+			repeats++
+			if batch[i].Redacted && !e.Redacted {
+				batch[i] = e
+			}
+			continue
+		}
+		index[e.ID] = len(batch)
+		batch = append(batch, e)
+	}
+	return batch, repeats, nil
+}
+
+// insertBatch sorts the batch into new events, upgrades of redacted copies and duplicates,
+// then writes the new ones and their extremity changes.
+func (s *sqlStore) insertBatch(ctx context.Context, tx *sql.Tx, roomID string, room *roomRow, batch []Event) (InsertResult, error) {
+	var res InsertResult
+	held, err := s.heldEvents(ctx, tx, batch)
+	if err != nil {
+		return res, err
+	}
+	fresh := make([]Event, 0, len(batch))
+	now := time.Now().UnixMilli()
+	for _, e := range batch {
+		h, ok := held[e.ID]
+		switch {
+		case !ok:
+			fresh = append(fresh, e)
+		case h.roomID != roomID:
+			return res, fmt.Errorf("event %s is held in room %s: %w", e.ID, h.roomID, ErrConflict)
+		case h.redacted && !e.Redacted:
+			// Redaction keeps the ID, depth, prev events and the other columns, so only
+			// the JSON changes; the DAG and the extremities do not.
+			if _, err := tx.ExecContext(ctx, s.d.rebind(
+				`UPDATE events SET raw = ?, redacted = ?, received_at = ? WHERE event_id = ?`),
+				e.Raw, false, now, e.ID); err != nil {
+				return res, fmt.Errorf("upgrade redacted event %s: %w", e.ID, err)
+			}
+			room.redacted--
+			res.Upgraded++
+		default:
+			res.Duplicates++
+		}
+	}
+	if len(fresh) == 0 {
+		return res, nil
+	}
+	if err := s.insertNewEvents(ctx, tx, roomID, room, fresh, now); err != nil {
+		return res, err
+	}
+	if err := s.updateExtremities(ctx, tx, roomID, room, fresh, now); err != nil {
+		return res, err
+	}
+	res.New = len(fresh)
+	return res, nil
+}
+
+// heldEvent is how an event of a batch is held already.
+type heldEvent struct {
+	roomID   string
+	redacted bool
+}
+
+// heldEvents looks up which events of the batch are held.
+func (s *sqlStore) heldEvents(ctx context.Context, q querier, batch []Event) (map[string]heldEvent, error) {
+	held := make(map[string]heldEvent)
+	err := s.queryIn(ctx, q, `SELECT event_id, room_id, redacted FROM events WHERE event_id IN `, nil,
+		eventIDs(batch), "", func(rows *sql.Rows) error {
+			var id string
+			var h heldEvent
+			if err := rows.Scan(&id, &h.roomID, &h.redacted); err != nil {
+				return err
+			}
+			held[id] = h
+			return nil
+		})
+	if err != nil {
+		return nil, fmt.Errorf("look up held events: %w", err)
+	}
+	return held, nil
+}
+
+// allHeld reports whether every event of the batch is held in the room, in a form at least as
+// good as the batch's.
+func allHeld(roomID string, batch []Event, held map[string]heldEvent) bool {
+	for _, e := range batch {
+		h, ok := held[e.ID]
+		if !ok || h.roomID != roomID || (h.redacted && !e.Redacted) {
+			return false
+		}
+	}
+	return true
+}
+
+// insertNewEvents writes the rows of events not held before, and their edges.
+func (s *sqlStore) insertNewEvents(ctx context.Context, tx *sql.Tx, roomID string, room *roomRow, fresh []Event, now int64) error {
+	prevJSON := make([]string, len(fresh))
+	for i, e := range fresh {
+		b, err := json.Marshal(append([]string{}, e.PrevEvents...)) // [] rather than null
+		if err != nil {
+			return fmt.Errorf("encode prev events of %s: %w", e.ID, err)
+		}
+		prevJSON[i] = string(b)
+	}
+	if err := s.insertRows(ctx, tx, "events", eventColumns, len(fresh), func(i int, args []any) []any {
+		e := &fresh[i]
+		return append(args, e.ID, e.RoomID, e.Depth, e.OriginServerTS, e.Type, e.StateKey,
+			e.Sender, e.Origin, prevJSON[i], e.Raw, e.Redacted, now)
+	}); err != nil {
+		return err
+	}
+	type edge struct{ event, prev string }
+	var edges []edge
+	for _, e := range fresh {
+		for _, p := range e.PrevEvents {
+			edges = append(edges, edge{e.ID, p})
+		}
+	}
+	if err := s.insertRows(ctx, tx, "event_edges", []string{"room_id", "prev_event_id", "event_id"},
+		len(edges), func(i int, args []any) []any {
+			return append(args, roomID, edges[i].prev, edges[i].event)
+		}); err != nil {
+		return err
+	}
+
+	if room.events == 0 {
+		room.minDepth, room.maxDepth = fresh[0].Depth, fresh[0].Depth
+	}
+	for _, e := range fresh {
+		room.minDepth = min(room.minDepth, e.Depth)
+		room.maxDepth = max(room.maxDepth, e.Depth)
+		if e.Redacted {
+			room.redacted++
+		}
+	}
+	room.events += int64(len(fresh))
+	return nil
+}
+
+// depthRange is the depths of the children that reference a prev event.
+type depthRange struct{ min, max int64 }
+
+func (r depthRange) widen(o depthRange) depthRange {
+	return depthRange{min(r.min, o.min), max(r.max, o.max)}
+}
+
+// updateExtremities applies what the new events change, with the rows of fresh already written:
+//   - a new event that was a backward extremity (a hole) is one no more;
+//   - each prev of a new event: if held, it is no forward extremity any more; if not, it is
+//     a backward extremity (new, or known with one more child);
+//   - a new event becomes a forward extremity if no held event lists it as a prev.
+func (s *sqlStore) updateExtremities(ctx context.Context, tx *sql.Tx, roomID string, room *roomRow, fresh []Event, now int64) error {
+	freshIDs := eventIDs(fresh)
+	isFresh := make(map[string]bool, len(fresh))
+	for _, id := range freshIDs {
+		isFresh[id] = true
+	}
+
+	err := s.queryIn(ctx, tx, `DELETE FROM backward_extremities WHERE room_id = ? AND event_id IN `,
+		[]any{roomID}, freshIDs, ` RETURNING unfillable`, func(rows *sql.Rows) error {
+			var unfillable bool
+			if err := rows.Scan(&unfillable); err != nil {
+				return err
+			}
+			room.backward--
+			if unfillable {
+				room.unfillable--
+			}
+			return nil
+		})
+	if err != nil {
+		return fmt.Errorf("remove filled backward extremities: %w", err)
+	}
+
+	children := make(map[string]depthRange)
+	for _, e := range fresh {
+		for _, p := range e.PrevEvents {
+			r := depthRange{e.Depth, e.Depth}
+			if old, ok := children[p]; ok {
+				r = r.widen(old)
+			}
+			children[p] = r
+		}
+	}
+	// Prevs in the batch are held; only the others need a look.
+	var outside []string
+	for _, p := range slices.Sorted(maps.Keys(children)) {
+		if !isFresh[p] {
+			outside = append(outside, p)
+		}
+	}
+	// Looked up by ID alone, the room compared here: with the room in the WHERE clause
+	// SQLite's planner prefers the (room_id, depth) index and scans the whole room.
+	var heldOutside []string
+	err = s.queryIn(ctx, tx, `SELECT event_id, room_id FROM events WHERE event_id IN `, nil, outside, "",
+		func(rows *sql.Rows) error {
+			var id, eventRoom string
+			if err := rows.Scan(&id, &eventRoom); err != nil {
+				return err
+			}
+			if eventRoom == roomID {
+				heldOutside = append(heldOutside, id)
+			}
+			return nil
+		})
+	if err != nil {
+		return fmt.Errorf("look up prev events: %w", err)
+	}
+	n, err := s.execIn(ctx, tx, `DELETE FROM forward_extremities WHERE room_id = ? AND event_id IN `,
+		[]any{roomID}, heldOutside, "")
+	if err != nil {
+		return fmt.Errorf("remove superseded forward extremities: %w", err)
+	}
+	room.forward -= n
+
+	if err := s.addBackwardExtremities(ctx, tx, roomID, room, outside, heldOutside, children, now); err != nil {
+		return err
+	}
+
+	// New events that a new event refers to are settled; the rest may have held children
+	// that arrived before them.
+	var unreferenced []string
+	for _, id := range freshIDs {
+		if _, ok := children[id]; !ok {
+			unreferenced = append(unreferenced, id)
+		}
+	}
+	referenced := make(map[string]bool)
+	err = s.queryIn(ctx, tx, `SELECT DISTINCT prev_event_id FROM event_edges WHERE room_id = ? AND prev_event_id IN `,
+		[]any{roomID}, unreferenced, "", func(rows *sql.Rows) error {
+			var id string
+			err := rows.Scan(&id)
+			referenced[id] = true
+			return err
+		})
+	if err != nil {
+		return fmt.Errorf("look up children of new events: %w", err)
+	}
+	unreferenced = slices.DeleteFunc(unreferenced, func(id string) bool { return referenced[id] })
+	if err := s.insertRows(ctx, tx, "forward_extremities", []string{"room_id", "event_id"}, len(unreferenced),
+		func(i int, args []any) []any { return append(args, roomID, unreferenced[i]) }); err != nil {
+		return fmt.Errorf("add forward extremities: %w", err)
+	}
+	room.forward += int64(len(unreferenced))
+	return nil
+}
+
+// addBackwardExtremities records the prevs (outside the batch) that are not held.
+func (s *sqlStore) addBackwardExtremities(ctx context.Context, tx *sql.Tx, roomID string, room *roomRow,
+	outside, heldOutside []string, children map[string]depthRange, now int64) error {
+	held := make(map[string]bool, len(heldOutside))
+	for _, id := range heldOutside {
+		held[id] = true
+	}
+	missing := slices.DeleteFunc(slices.Clone(outside), func(id string) bool { return held[id] })
+	known := make(map[string]depthRange)
+	err := s.queryIn(ctx, tx, `SELECT event_id, min_child_depth, max_child_depth FROM backward_extremities
+		WHERE room_id = ? AND event_id IN `, []any{roomID}, missing, "", func(rows *sql.Rows) error {
+		var id string
+		var r depthRange
+		err := rows.Scan(&id, &r.min, &r.max)
+		known[id] = r
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("look up backward extremities: %w", err)
+	}
+	var added []string
+	for _, p := range missing {
+		old, ok := known[p]
+		if !ok {
+			added = append(added, p)
+			continue
+		}
+		if r := old.widen(children[p]); r != old {
+			if _, err := tx.ExecContext(ctx, s.d.rebind(`UPDATE backward_extremities
+				SET min_child_depth = ?, max_child_depth = ? WHERE room_id = ? AND event_id = ?`),
+				r.min, r.max, roomID, p); err != nil {
+				return fmt.Errorf("update backward extremity %s: %w", p, err)
+			}
+		}
+	}
+	if err := s.insertRows(ctx, tx, "backward_extremities",
+		[]string{"room_id", "event_id", "first_seen", "min_child_depth", "max_child_depth"},
+		len(added), func(i int, args []any) []any {
+			r := children[added[i]]
+			return append(args, roomID, added[i], now, r.min, r.max)
+		}); err != nil {
+		return fmt.Errorf("add backward extremities: %w", err)
+	}
+	room.backward += int64(len(added))
+	return nil
+}
+
+func eventIDs(events []Event) []string {
+	ids := make([]string, len(events))
+	for i, e := range events {
+		ids[i] = e.ID
+	}
+	return ids
+}

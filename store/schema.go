@@ -1,0 +1,144 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"time"
+)
+
+// migration is one step of the schema. Steps are never edited once released: a change to the
+// schema is a new step with the next version.
+type migration struct {
+	version    int
+	name       string
+	statements []string
+}
+
+// migrations are applied in order on open. Timestamps are Unix milliseconds in BIGINT columns
+// (Matrix's own unit, and free of driver-specific time handling); 0 means "never".
+var migrations = []migration{
+	{
+		version: 1,
+		name:    "rooms, events, edges and extremities",
+		statements: []string{
+			// The counters are kept in the same transactions as the rows they count, so that
+			// reading a room's figures costs the same for any room size.
+			`CREATE TABLE rooms (
+				room_id          TEXT PRIMARY KEY,
+				room_version     TEXT NOT NULL DEFAULT '',
+				create_event_id  TEXT NOT NULL DEFAULT '',
+				event_count      BIGINT NOT NULL DEFAULT 0,
+				redacted_count   BIGINT NOT NULL DEFAULT 0,
+				min_depth        BIGINT NOT NULL DEFAULT 0,
+				max_depth        BIGINT NOT NULL DEFAULT 0,
+				forward_count    BIGINT NOT NULL DEFAULT 0,
+				backward_count   BIGINT NOT NULL DEFAULT 0,
+				unfillable_count BIGINT NOT NULL DEFAULT 0,
+				created_at       BIGINT NOT NULL
+			)`,
+			`CREATE TABLE events (
+				event_id         TEXT PRIMARY KEY,
+				room_id          TEXT NOT NULL,
+				depth            BIGINT NOT NULL,
+				origin_server_ts BIGINT NOT NULL,
+				type             TEXT NOT NULL,
+				state_key        TEXT,
+				sender           TEXT NOT NULL,
+				origin           TEXT NOT NULL,
+				prev_events      TEXT NOT NULL, -- JSON array of IDs, for reading; event_edges decides
+				raw              {{BLOB}} NOT NULL,
+				redacted         BOOLEAN NOT NULL,
+				received_at      BIGINT NOT NULL
+			)`,
+			// Topological order, for streaming and paging a room.
+			`CREATE INDEX events_room_depth ON events (room_id, depth, event_id)`,
+			// One row per prev event of each held event, written with the event. Keyed for the
+			// question the extremity updates ask: "does a held event list X as a prev?". An
+			// event's own prevs are read from events.prev_events instead, which spares a second
+			// index keyed by random event IDs, and so a third of the pages an insert dirties.
+			`CREATE TABLE event_edges (
+				room_id       TEXT NOT NULL,
+				prev_event_id TEXT NOT NULL,
+				event_id      TEXT NOT NULL,
+				PRIMARY KEY (room_id, prev_event_id, event_id)
+			){{WITHOUT_ROWID}}`,
+			`CREATE TABLE forward_extremities (
+				room_id  TEXT NOT NULL,
+				event_id TEXT NOT NULL,
+				PRIMARY KEY (room_id, event_id)
+			){{WITHOUT_ROWID}}`,
+			`CREATE TABLE backward_extremities (
+				room_id           TEXT NOT NULL,
+				event_id          TEXT NOT NULL,
+				first_seen        BIGINT NOT NULL,
+				attempts          INTEGER NOT NULL DEFAULT 0,
+				last_error        TEXT NOT NULL DEFAULT '',
+				last_attempt_at   BIGINT NOT NULL DEFAULT 0,
+				next_attempt_at   BIGINT NOT NULL DEFAULT 0,
+				unfillable        BOOLEAN NOT NULL DEFAULT FALSE,
+				unfillable_reason TEXT NOT NULL DEFAULT '',
+				min_child_depth   BIGINT NOT NULL,
+				max_child_depth   BIGINT NOT NULL,
+				PRIMARY KEY (room_id, event_id)
+			){{WITHOUT_ROWID}}`,
+			// The backfill order: deepest holes first, so a scan with a limit stops early.
+			`CREATE INDEX backward_extremities_room_depth
+				ON backward_extremities (room_id, max_child_depth DESC, event_id)`,
+		},
+	},
+}
+
+// migrate applies the migrations the database lacks, all in one transaction: DDL is
+// transactional in both SQLite and PostgreSQL, so a crash leaves the schema at a recorded
+// version. Concurrent openers are serialised (see dialect.migrationLock), and the second one
+// finds nothing left to do.
+func migrate(ctx context.Context, db *sql.DB, d *dialect) error {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("migrate schema: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
+	if d.migrationLock != "" {
+		if _, err := tx.ExecContext(ctx, d.migrationLock); err != nil {
+			return fmt.Errorf("migrate schema: lock: %w", err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version    INTEGER PRIMARY KEY,
+		name       TEXT NOT NULL,
+		applied_at BIGINT NOT NULL
+	)`); err != nil {
+		return fmt.Errorf("migrate schema: create schema_migrations: %w", err)
+	}
+	var current int
+	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&current); err != nil {
+		return fmt.Errorf("migrate schema: read version: %w", err)
+	}
+	latest := migrations[len(migrations)-1].version
+	if current > latest {
+		return fmt.Errorf("migrate schema: the database is at version %d, newer than this roomsync knows (%d)", current, latest)
+	}
+	if current == latest {
+		return nil // nothing to write: the rollback only ends the transaction
+	}
+	for _, m := range migrations {
+		if m.version <= current {
+			continue
+		}
+		for _, stmt := range m.statements {
+			if _, err := tx.ExecContext(ctx, d.ddl(stmt)); err != nil {
+				return fmt.Errorf("migrate schema to version %d (%s): %w", m.version, m.name, err)
+			}
+		}
+		if _, err := tx.ExecContext(ctx,
+			d.rebind(`INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)`),
+			m.version, m.name, time.Now().UnixMilli()); err != nil {
+			return fmt.Errorf("migrate schema: record version %d: %w", m.version, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("migrate schema: commit: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,155 @@
+// Package store keeps the events of Matrix rooms and the shape of each room's DAG: which events
+// are held, which prev events are referenced but missing (backward extremities, the holes a
+// backfill fills) and which held events nothing refers to yet (forward extremities, the newest
+// events). It is the resolver's memory: every write is atomic with the extremity bookkeeping,
+// so a crash or a restart resumes from exactly what was committed.
+//
+// Two backends share one schema and one set of queries: SQLite (modernc.org/sqlite, pure Go, a
+// single file, the default) and PostgreSQL (pgx). See [Open] for the URLs.
+//
+// The store does not validate events: the resolver checks IDs, hashes and signatures before
+// handing them over.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// ErrNotFound is returned (wrapped) when a room, event or extremity does not exist.
+var ErrNotFound = errors.New("not found")
+
+// ErrConflict is returned (wrapped) when a write contradicts what is stored, such as a second
+// room version for a room or an event ID already held in another room.
+var ErrConflict = errors.New("conflict")
+
+// Event is a PDU as the resolver accepted it.
+type Event struct {
+	ID             string
+	RoomID         string
+	Depth          int64
+	OriginServerTS int64 // milliseconds since the Unix epoch, as in the PDU
+	Type           string
+	StateKey       *string // nil for non-state events; "" is a valid state key
+	Sender         string
+	Origin         string   // the server the event came from (the sender's server)
+	PrevEvents     []string // as a set: the store returns them sorted, Raw keeps the PDU's order
+	// Raw is the canonical JSON of the PDU as received, or of its redacted form when the full
+	// copy failed its content hash.
+	Raw []byte
+	// Redacted says Raw is the redacted form. A redacted copy is replaced when the full copy
+	// arrives; a full copy is never replaced by a redacted one.
+	Redacted bool
+}
+
+// Position is a place in a room's topological order: (depth, event ID).
+type Position struct {
+	Depth   int64
+	EventID string
+}
+
+// Position returns where e sits in its room's topological order.
+func (e Event) Position() Position { return Position{Depth: e.Depth, EventID: e.ID} }
+
+// InsertResult counts what one InsertEvents call did with its batch:
+// New + Upgraded + Duplicates is the length of the batch.
+type InsertResult struct {
+	New        int // events not held before
+	Upgraded   int // events held only in redacted form, now held in full
+	Duplicates int // events already held (in a form at least as good), or repeated in the batch
+}
+
+// Room is what the store knows about one room. Every field is read from counters kept in the
+// same transactions as the events, so reading a Room costs the same for any room size.
+type Room struct {
+	ID            string
+	Version       string // "" until known
+	CreateEventID string // "" until known
+	Events        int64
+	Redacted      int64 // events held only in redacted form
+	// MinDepth and MaxDepth are the smallest and largest depths held; both 0 when Events is 0.
+	MinDepth, MaxDepth    int64
+	ForwardExtremities    int64
+	BackwardExtremities   int64 // unfillable ones included
+	UnfillableExtremities int64
+}
+
+// BackwardExtremity is a prev event that held events reference but the store does not hold,
+// with the bookkeeping of the attempts to fetch it.
+type BackwardExtremity struct {
+	EventID       string
+	FirstSeen     time.Time
+	Attempts      int
+	LastError     string
+	LastAttemptAt time.Time // zero until the first failed attempt
+	// NextAttemptAt is when the resolver may try again; zero means now.
+	NextAttemptAt    time.Time
+	Unfillable       bool
+	UnfillableReason string
+	// MinChildDepth and MaxChildDepth are the depths of the held events that list this one as
+	// a prev. The missing event sits below MinChildDepth, so a history bound (minDepth) can be
+	// compared without loading anything.
+	MinChildDepth, MaxChildDepth int64
+}
+
+// BackwardFilter selects backward extremities. The zero value selects all of them.
+type BackwardFilter struct {
+	// DueBy, when set, keeps those whose NextAttemptAt is not after it (time.Now() for
+	// "due now"). Unfillable extremities are due again once their NextAttemptAt passes.
+	DueBy time.Time
+	// SkipUnfillable leaves out unfillable extremities, due or not.
+	SkipUnfillable bool
+	// ChildDepthAtLeast keeps those with a held child at this depth or deeper (MaxChildDepth
+	// >= ChildDepthAtLeast): a history bound. 0 keeps all.
+	ChildDepthAtLeast int64
+	// Limit caps the result; 0 means no limit.
+	Limit int
+}
+
+// Store is the event store. Implementations are safe for concurrent use, also by several
+// processes sharing one database.
+type Store interface {
+	// EnsureRoom creates the room if needed and records its version and create event ID.
+	// Empty arguments leave the stored values as they are; a different non-empty value than
+	// the stored one is an ErrConflict.
+	EnsureRoom(ctx context.Context, roomID, roomVersion, createEventID string) error
+	// Room returns the room's counters, or ErrNotFound.
+	Room(ctx context.Context, roomID string) (Room, error)
+
+	// InsertEvents stores a batch of events of one room, in any order, atomically with the
+	// extremity updates. Re-inserting held events changes nothing; a batch holding an event of
+	// another room is rejected before anything is written. The room is created if needed.
+	InsertEvents(ctx context.Context, roomID string, events []Event) (InsertResult, error)
+
+	// HasEvent reports whether the event is held, in any room.
+	HasEvent(ctx context.Context, eventID string) (bool, error)
+	// HasEvents returns the subset of eventIDs that is held (only true values).
+	HasEvents(ctx context.Context, eventIDs []string) (map[string]bool, error)
+	// Event returns a held event, or ErrNotFound.
+	Event(ctx context.Context, eventID string) (Event, error)
+
+	// ForwardExtremities returns the room's forward extremities (held events no held event
+	// lists as a prev), sorted by event ID.
+	ForwardExtremities(ctx context.Context, roomID string) ([]string, error)
+	// BackwardExtremities returns the room's backward extremities that pass the filter, the
+	// highest MaxChildDepth first (what a backfill wants), then by event ID.
+	BackwardExtremities(ctx context.Context, roomID string, filter BackwardFilter) ([]BackwardExtremity, error)
+	// RecordAttemptFailure counts a failed attempt to fetch a backward extremity and schedules
+	// the next one. ErrNotFound if it is no longer a backward extremity.
+	RecordAttemptFailure(ctx context.Context, roomID, eventID, errText string, nextAttemptAt time.Time) error
+	// MarkUnfillable records a failed attempt after which no peer is expected to have the
+	// event, with the reason, and schedules a retry. ErrNotFound as for RecordAttemptFailure.
+	MarkUnfillable(ctx context.Context, roomID, eventID, reason string, nextAttemptAt time.Time) error
+
+	// EventsPage returns up to limit events of the room in topological order (depth, then
+	// event ID) strictly after the position; a nil position starts at the beginning.
+	EventsPage(ctx context.Context, roomID string, after *Position, limit int) ([]Event, error)
+	// StreamEvents calls fn for each event of the room in topological order, a page at a time,
+	// so memory does not grow with the room. It stops at fn's first error and returns it.
+	// It is not a snapshot: events inserted meanwhile may or may not be seen.
+	StreamEvents(ctx context.Context, roomID string, fn func(Event) error) error
+
+	// Close releases the database connections.
+	Close() error
+}
