@@ -80,8 +80,9 @@ func (r *RoomSyncReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	base := obj.DeepCopy()
+	start := time.Now()
 	defer func() {
-		result, retErr = r.finish(ctx, base, obj, result, retErr)
+		result, retErr = r.finish(ctx, base, obj, result, retErr, start)
 	}()
 
 	if v, ok := obj.GetAnnotations()[roomsyncv1alpha1.ReconcileRequestedAnnotation]; ok {
@@ -136,10 +137,17 @@ func (r *RoomSyncReconciler) reconcileRooms(ctx context.Context, obj *roomsyncv1
 // finish turns the outcome of a pass into conditions, an Event and the requeue decision, then
 // patches the status if it changed.
 func (r *RoomSyncReconciler) finish(ctx context.Context, base, obj *roomsyncv1alpha1.RoomSync,
-	result ctrl.Result, err error) (ctrl.Result, error) {
+	result ctrl.Result, err error, start time.Time) (ctrl.Result, error) {
 	log := ctrl.LoggerFrom(ctx)
+	outcome := "success"
+	defer func() {
+		if r.Syncer != nil && r.Syncer.Metrics != nil {
+			r.Syncer.Metrics.ReconcileSeconds.WithLabelValues(outcome).Observe(time.Since(start).Seconds())
+		}
+	}()
 
 	if stalling, ok := asStalling(err); ok {
+		outcome = "stalled"
 		msg := stalling.Err.Error()
 		setCondition(obj, roomsyncv1alpha1.StalledCondition, metav1.ConditionTrue, stalling.Reason, msg)
 		setCondition(obj, roomsyncv1alpha1.ReadyCondition, metav1.ConditionFalse, stalling.Reason, msg)
@@ -151,11 +159,13 @@ func (r *RoomSyncReconciler) finish(ctx context.Context, base, obj *roomsyncv1al
 	} else {
 		apimeta.RemoveStatusCondition(&obj.Status.Conditions, roomsyncv1alpha1.StalledCondition)
 		if waiting, ok := asWaiting(err); ok {
+			outcome = "waiting"
 			msg := waiting.Err.Error()
 			setCondition(obj, roomsyncv1alpha1.ReadyCondition, metav1.ConditionFalse, waiting.Reason, msg)
 			setCondition(obj, roomsyncv1alpha1.ReconcilingCondition, metav1.ConditionTrue, waiting.Reason, msg)
 			result, err = ctrl.Result{RequeueAfter: waiting.RequeueAfter}, nil
 		} else if err != nil {
+			outcome = "error"
 			setCondition(obj, roomsyncv1alpha1.ReadyCondition, metav1.ConditionFalse, roomsyncv1alpha1.ReasonSyncing, err.Error())
 			setCondition(obj, roomsyncv1alpha1.ReconcilingCondition, metav1.ConditionTrue, roomsyncv1alpha1.ReasonSyncing, err.Error())
 		}

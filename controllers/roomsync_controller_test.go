@@ -38,8 +38,9 @@ func newRoomSync(ns, name string, mutate ...func(*roomsyncv1alpha1.RoomSync)) *r
 	rs := &roomsyncv1alpha1.RoomSync{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
 		Spec: roomsyncv1alpha1.RoomSyncSpec{
-			Rooms: []roomsyncv1alpha1.Room{{ID: "!one:example.org"}, {ID: "!two:example.org"}},
-			Peers: []roomsyncv1alpha1.Peer{{ServerName: "example.org"}},
+			Rooms: []roomsyncv1alpha1.Room{{ID: "!one:peer.invalid"}, {ID: "!two:peer.invalid"}},
+			// .invalid never resolves (RFC 6761): discovery fails at once, offline or not.
+			Peers: []roomsyncv1alpha1.Peer{{ServerName: "peer.invalid"}},
 		},
 	}
 	for _, m := range mutate {
@@ -89,7 +90,7 @@ func waitForCondition(t *testing.T, key client.ObjectKey, condType string, statu
 	return got
 }
 
-func TestValidRoomSyncIsObservedAndNotReadyUntilSynced(t *testing.T) {
+func TestUnreachablePeersAreReported(t *testing.T) {
 	ns := newNamespace(t)
 	rs := newRoomSync(ns, "archive")
 	if err := k8sClient.Create(context.Background(), rs); err != nil {
@@ -97,7 +98,7 @@ func TestValidRoomSyncIsObservedAndNotReadyUntilSynced(t *testing.T) {
 	}
 	key := client.ObjectKeyFromObject(rs)
 
-	got := waitForCondition(t, key, roomsyncv1alpha1.ReadyCondition, metav1.ConditionFalse, roomsyncv1alpha1.ReasonNotSynced)
+	got := waitForCondition(t, key, roomsyncv1alpha1.ReadyCondition, metav1.ConditionFalse, roomsyncv1alpha1.ReasonPeerUnreachable)
 	if c := apimeta.FindStatusCondition(got.Status.Conditions, roomsyncv1alpha1.ReconcilingCondition); c == nil || c.Status != metav1.ConditionTrue {
 		t.Errorf("Reconciling = %+v, want True", c)
 	}
@@ -108,13 +109,16 @@ func TestValidRoomSyncIsObservedAndNotReadyUntilSynced(t *testing.T) {
 		t.Errorf("summary %+v, rooms %+v: want 2 rooms, none converged", got.Status.Summary, got.Status.Rooms)
 	}
 	for _, room := range got.Status.Rooms {
-		if room.Converged || room.LastSyncTime != nil {
-			t.Errorf("room %s claims a sync that never ran: %+v", room.ID, room)
+		if room.Converged || room.LastSyncTime == nil || !strings.Contains(room.LastError, "no peer answered") {
+			t.Errorf("room %s: %+v; want a pass that ran, not converged, with the reason", room.ID, room)
 		}
+	}
+	if len(got.Status.Peers) != 1 || got.Status.Peers[0].Healthy || got.Status.Peers[0].LastError == "" {
+		t.Errorf("peers %+v: want peer.invalid unhealthy with its error", got.Status.Peers)
 	}
 
 	// A spec change is a new generation: it is observed, and the status follows the spec.
-	got.Spec.Rooms = append(got.Spec.Rooms, roomsyncv1alpha1.Room{ID: "!three:example.org"})
+	got.Spec.Rooms = append(got.Spec.Rooms, roomsyncv1alpha1.Room{ID: "!three:peer.invalid"})
 	if err := k8sClient.Update(context.Background(), got); err != nil {
 		t.Fatal(err)
 	}
@@ -135,11 +139,11 @@ func TestValidRoomSyncIsObservedAndNotReadyUntilSynced(t *testing.T) {
 			return err
 		}
 		for _, e := range list.Items {
-			if e.Regarding.Name == "archive" && e.Reason == roomsyncv1alpha1.ReasonNotSynced {
+			if e.Regarding.Name == "archive" && e.Reason == roomsyncv1alpha1.ReasonPeerUnreachable && e.Type == corev1.EventTypeWarning {
 				return nil
 			}
 		}
-		return fmt.Errorf("no %s event among %d events", roomsyncv1alpha1.ReasonNotSynced, len(list.Items))
+		return fmt.Errorf("no %s warning among %d events", roomsyncv1alpha1.ReasonPeerUnreachable, len(list.Items))
 	})
 }
 
@@ -169,7 +173,7 @@ func TestSuspendStopsWork(t *testing.T) {
 	if err := k8sClient.Update(context.Background(), got); err != nil {
 		t.Fatal(err)
 	}
-	waitForCondition(t, key, roomsyncv1alpha1.ReadyCondition, metav1.ConditionFalse, roomsyncv1alpha1.ReasonNotSynced)
+	waitForCondition(t, key, roomsyncv1alpha1.ReadyCondition, metav1.ConditionFalse, roomsyncv1alpha1.ReasonPeerUnreachable)
 }
 
 func TestInvalidPeerURLStallsWithoutRetry(t *testing.T) {
@@ -177,8 +181,8 @@ func TestInvalidPeerURLStallsWithoutRetry(t *testing.T) {
 	// The schema only checks the scheme; the reconciler finds the URL does not parse.
 	rs := newRoomSync(ns, "bad-url", func(rs *roomsyncv1alpha1.RoomSync) {
 		rs.Spec.Peers = []roomsyncv1alpha1.Peer{
-			{ServerName: "good.example.org", URL: "https://good.example.org:8448"},
-			{ServerName: "bad.example.org", URL: "https://[::1:8448/"},
+			{ServerName: "good.invalid", URL: "https://good.invalid:8448"},
+			{ServerName: "bad.invalid", URL: "https://[::1:8448/"},
 		}
 	})
 	if err := k8sClient.Create(context.Background(), rs); err != nil {
@@ -209,7 +213,7 @@ func TestInvalidPeerURLStallsWithoutRetry(t *testing.T) {
 	if err := k8sClient.Update(context.Background(), got); err != nil {
 		t.Fatal(err)
 	}
-	got = waitForCondition(t, key, roomsyncv1alpha1.ReadyCondition, metav1.ConditionFalse, roomsyncv1alpha1.ReasonNotSynced)
+	got = waitForCondition(t, key, roomsyncv1alpha1.ReadyCondition, metav1.ConditionFalse, roomsyncv1alpha1.ReasonPeerUnreachable)
 	if c := apimeta.FindStatusCondition(got.Status.Conditions, roomsyncv1alpha1.StalledCondition); c != nil {
 		t.Errorf("Stalled left after the spec was fixed: %+v", c)
 	}
@@ -222,7 +226,7 @@ func TestRequestedAtAnnotationTriggersAPass(t *testing.T) {
 		t.Fatal(err)
 	}
 	key := client.ObjectKeyFromObject(rs)
-	got := waitForCondition(t, key, roomsyncv1alpha1.ReadyCondition, metav1.ConditionFalse, roomsyncv1alpha1.ReasonNotSynced)
+	got := waitForCondition(t, key, roomsyncv1alpha1.ReadyCondition, metav1.ConditionFalse, roomsyncv1alpha1.ReasonPeerUnreachable)
 
 	patch := client.MergeFrom(got.DeepCopy())
 	got.Annotations = map[string]string{roomsyncv1alpha1.ReconcileRequestedAnnotation: "2026-11-24T12:00:00Z"}
@@ -246,7 +250,7 @@ func TestKubectlGetShowsPrinterColumns(t *testing.T) {
 	if err := k8sClient.Create(context.Background(), rs); err != nil {
 		t.Fatal(err)
 	}
-	waitForCondition(t, client.ObjectKeyFromObject(rs), roomsyncv1alpha1.ReadyCondition, metav1.ConditionFalse, roomsyncv1alpha1.ReasonNotSynced)
+	waitForCondition(t, client.ObjectKeyFromObject(rs), roomsyncv1alpha1.ReadyCondition, metav1.ConditionFalse, roomsyncv1alpha1.ReasonPeerUnreachable)
 
 	out, err := env.Kubectl("get", "rms", "-n", ns)
 	if err != nil {
@@ -268,7 +272,7 @@ func TestKubectlGetShowsPrinterColumns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(wide, "STATUS") || !strings.Contains(wide, "2 rooms not synced yet") {
+	if !strings.Contains(wide, "STATUS") || !strings.Contains(wide, "no peer answered") {
 		t.Errorf("kubectl get -o wide does not show the Ready message:\n%s", wide)
 	}
 }

@@ -132,10 +132,15 @@ func decide(obj *roomsyncv1alpha1.RoomSync, results []resolver.RoomResult, peers
 				errs = append(errs, p.ServerName+": "+truncate(p.LastError, 200))
 			}
 		}
+		// Come back when the first peer's back-off ends, which is when a request can go out.
+		wait := min(interval/5, 30*time.Second)
+		if next := nextPeerRetry(peers); !next.IsZero() {
+			wait = min(max(time.Until(next), time.Second), interval)
+		}
 		return ctrl.Result{}, &waitingError{
 			Reason:       roomsyncv1alpha1.ReasonPeerUnreachable,
 			Err:          fmt.Errorf("no peer answered: %s", strings.Join(errs, "; ")),
-			RequeueAfter: jitter(min(interval/5, 30*time.Second)),
+			RequeueAfter: wait,
 		}
 	}
 	msg := fmt.Sprintf("%d of %d rooms converged, %d gaps left", s.ConvergedRooms, s.Rooms, s.Gaps)
@@ -153,6 +158,20 @@ func decide(obj *roomsyncv1alpha1.RoomSync, results []resolver.RoomResult, peers
 	setCondition(obj, roomsyncv1alpha1.ReadyCondition, metav1.ConditionFalse, roomsyncv1alpha1.ReasonSyncing, msg)
 	setCondition(obj, roomsyncv1alpha1.ReconcilingCondition, metav1.ConditionTrue, roomsyncv1alpha1.ReasonSyncing, msg)
 	return ctrl.Result{RequeueAfter: jitter(min(interval/5, 30*time.Second))}, nil
+}
+
+// nextPeerRetry is the end of the shortest peer back-off (zero when a peer is available now).
+func nextPeerRetry(peers []resolver.PeerStatus) time.Time {
+	var next time.Time
+	for _, p := range peers {
+		if p.Healthy {
+			return time.Time{}
+		}
+		if next.IsZero() || p.BackoffUntil.Before(next) {
+			next = p.BackoffUntil
+		}
+	}
+	return next
 }
 
 func truncate(s string, n int) string {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -16,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	mfed "maunium.net/go/mautrix/federation"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -24,6 +26,7 @@ import (
 
 	roomsyncv1alpha1 "github.com/roomsync/roomsync/api/v1alpha1"
 	"github.com/roomsync/roomsync/internal/testenv"
+	"github.com/roomsync/roomsync/store"
 )
 
 // The suite runs the reconciler in a real manager against a real kube-apiserver, as a user
@@ -36,7 +39,14 @@ var (
 	env       *testenv.Env
 	k8sClient client.Client // admin rights, for the tests' own reads and writes
 	scheme    = runtime.NewScheme()
+	// eventStore is the manager's store, for tests that look inside it.
+	eventStore store.Store
+	// metricsURL is the manager's Prometheus endpoint.
+	metricsURL string
 )
+
+// operatorServer is the manager's federation server name in the tests.
+const operatorServer = "operator.test"
 
 func TestMain(m *testing.M) {
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
@@ -116,9 +126,24 @@ func startManager(ctx context.Context) (<-chan struct{}, error) {
 	if err != nil {
 		return nil, err
 	}
+	dir, err := os.MkdirTemp("", "roomsync-controllers-")
+	if err != nil {
+		return nil, err
+	}
+	eventStore, err = store.Open(ctx, "sqlite://"+filepath.Join(dir, "events.db"))
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	metricsAddr := ln.Addr().String()
+	_ = ln.Close()
+	metricsURL = "http://" + metricsAddr + "/metrics"
 	mgr, err := ctrl.NewManager(user.Config(), ctrl.Options{
 		Scheme:                  scheme,
-		Metrics:                 metricsserver.Options{BindAddress: "0"},
+		Metrics:                 metricsserver.Options{BindAddress: metricsAddr},
 		HealthProbeBindAddress:  "0",
 		LeaderElection:          true,
 		LeaderElectionID:        "roomsync-test",
@@ -127,7 +152,20 @@ func startManager(ctx context.Context) (<-chan struct{}, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &RoomSyncReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("roomsync-controller")}
+	r := &RoomSyncReconciler{
+		Client:   mgr.GetClient(),
+		Recorder: mgr.GetEventRecorder("roomsync-controller"),
+		Syncer: &Syncer{
+			Store:           eventStore,
+			ServerName:      operatorServer,
+			Key:             mfed.GenerateSigningKey(),
+			RoomConcurrency: 2,
+			PassTimeout:     time.Minute,
+			Metrics:         NewMetrics(),
+			Log:             ctrl.Log.WithName("resolver"),
+		},
+		MaxConcurrentReconciles: 4,
+	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		return nil, err
 	}

@@ -245,6 +245,10 @@ func (p *pass) backfill(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		if len(p.r.cfg.Peers.Available()) == 0 {
+			// Every peer is backed off: asking nobody is not an attempt on the gaps.
+			return nil
+		}
 		due, err := p.r.cfg.Store.BackwardExtremities(ctx, p.roomID, store.BackwardFilter{
 			DueBy:             p.r.cfg.Now(),
 			ChildDepthAtLeast: p.depthBound(),
@@ -323,12 +327,17 @@ func (p *pass) scheduleRetries(ctx context.Context, exts []store.BackwardExtremi
 		if !missing[e.EventID] {
 			continue
 		}
-		next := now.Add(backoff(gapRetryBase, gapRetryMax, e.Attempts+1))
 		var err error
 		if answered > 0 && lastErr == nil {
+			next := now.Add(backoff(gapRetryBase, gapRetryMax, e.Attempts+1))
 			reason := fmt.Sprintf("no peer holds it (%d answered)", answered)
 			err = p.r.cfg.Store.MarkUnfillable(ctx, p.roomID, e.EventID, reason, next)
 		} else {
+			// The peers failed, not the gap: try again as soon as one is back.
+			next := now.Add(time.Second)
+			if back := p.r.cfg.Peers.NextAvailable(); back.After(next) {
+				next = back
+			}
 			text := "no peer answered"
 			if lastErr != nil {
 				text = lastErr.Error()
@@ -338,7 +347,7 @@ func (p *pass) scheduleRetries(ctx context.Context, exts []store.BackwardExtremi
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
 			return fmt.Errorf("record attempt on %s: %w", e.EventID, err)
 		}
-		p.log.V(1).Info("Gap not filled; retrying later", "event", e.EventID, "next", next)
+		p.log.V(1).Info("Gap not filled; retrying later", "event", e.EventID)
 	}
 	return nil
 }

@@ -1,0 +1,243 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	roomsyncv1alpha1 "github.com/roomsync/roomsync/api/v1alpha1"
+	"github.com/roomsync/roomsync/resolver/fixturepeer"
+	"github.com/roomsync/roomsync/store"
+)
+
+// These tests run the manager's full loop — reconcile, resolver, store, status — against
+// in-process fixture peers that serve signed synthetic rooms.
+
+func peerSpec(p *fixturepeer.Peer) roomsyncv1alpha1.Peer {
+	return roomsyncv1alpha1.Peer{ServerName: p.ServerName(), URL: p.URL(), InsecureSkipTLSVerify: true}
+}
+
+func fixtureRoomSync(ns, name string, room *fixturepeer.Room, peers ...*fixturepeer.Peer) *roomsyncv1alpha1.RoomSync {
+	rs := &roomsyncv1alpha1.RoomSync{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: roomsyncv1alpha1.RoomSyncSpec{
+			Rooms: []roomsyncv1alpha1.Room{{ID: string(room.ID)}},
+		},
+	}
+	for _, p := range peers {
+		rs.Spec.Peers = append(rs.Spec.Peers, peerSpec(p))
+	}
+	return rs
+}
+
+func TestRoomSyncConvergesAndSaysSo(t *testing.T) {
+	room := fixturepeer.MustGenerate(t, fixturepeer.RoomOptions{Seed: 21, Events: 700})
+	peer := fixturepeer.Start(t, room)
+	ns := newNamespace(t)
+	rs := fixtureRoomSync(ns, "converges", room, peer)
+	if err := k8sClient.Create(context.Background(), rs); err != nil {
+		t.Fatal(err)
+	}
+	key := client.ObjectKeyFromObject(rs)
+	got := waitForCondition(t, key, roomsyncv1alpha1.ReadyCondition, metav1.ConditionTrue, roomsyncv1alpha1.ReasonConverged)
+
+	want := roomsyncv1alpha1.Summary{Rooms: 1, ConvergedRooms: 1, Events: int64(len(room.Events))}
+	if got.Status.Summary != want {
+		t.Errorf("summary %+v, want %+v", got.Status.Summary, want)
+	}
+	st := got.Status.Rooms[0]
+	if !st.Converged || st.RoomVersion != "11" || st.Events != int64(len(room.Events)) || st.Gaps != 0 ||
+		st.ForwardExtremities < 1 || st.EarliestDepth != 1 || st.LatestDepth < 2 || st.LastSyncTime == nil || st.LastError != "" {
+		t.Errorf("room status %+v", st)
+	}
+	if len(got.Status.Peers) != 1 || !got.Status.Peers[0].Healthy || got.Status.Peers[0].LastContact == nil {
+		t.Errorf("peer status %+v", got.Status.Peers)
+	}
+	if c := apimeta.FindStatusCondition(got.Status.Conditions, roomsyncv1alpha1.ReconcilingCondition); c != nil {
+		t.Errorf("converged RoomSync still Reconciling: %+v", c)
+	}
+	if err := store.CheckConsistency(context.Background(), eventStore, string(room.ID)); err != nil {
+		t.Fatal(err)
+	}
+
+	// What people look at: kubectl get, kubectl wait, the metrics endpoint.
+	out, err := env.Kubectl("get", "rms", "-n", ns, "--no-headers")
+	if err != nil {
+		t.Fatal(err)
+	}
+	row := strings.Fields(out)
+	if len(row) != 7 || row[1] != "1" || row[2] != "1" || row[3] != fmt.Sprint(len(room.Events)) || row[4] != "0" || row[5] != "True" {
+		t.Errorf("kubectl get rms row %v, want [converges 1 1 %d 0 True AGE]", row, len(room.Events))
+	}
+	if out, err := env.Kubectl("wait", "-n", ns, "roomsync/converges", "--for=condition=Ready", "--timeout=30s"); err != nil {
+		t.Fatalf("kubectl wait --for=condition=Ready: %v\n%s", err, out)
+	}
+	metrics := scrape(t)
+	for _, want := range []string{
+		fmt.Sprintf(`roomsync_room_converged{name="converges",namespace="%s",room="%s"} 1`, ns, room.ID),
+		fmt.Sprintf(`roomsync_room_events{name="converges",namespace="%s",room="%s"} %d`, ns, room.ID, len(room.Events)),
+		fmt.Sprintf(`roomsync_events_stored_total{room="%s"} %d`, room.ID, len(room.Events)),
+		fmt.Sprintf(`roomsync_federation_requests_total{endpoint="make_join",outcome="ok",peer="%s"}`, peer.ServerName()),
+		fmt.Sprintf(`roomsync_federation_requests_total{endpoint="backfill",outcome="ok",peer="%s"}`, peer.ServerName()),
+		`roomsync_federation_request_duration_seconds_bucket{endpoint="backfill"`,
+		`roomsync_reconcile_duration_seconds_count`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+}
+
+// TestPeerFailingMidSyncIsReportedAndRecovers: a peer that starts failing while a room is
+// half synced turns the RoomSync PeerUnreachable; once it answers again, it converges.
+func TestPeerFailingMidSyncIsReportedAndRecovers(t *testing.T) {
+	room := fixturepeer.MustGenerate(t, fixturepeer.RoomOptions{Seed: 22, Events: 1500})
+	peer := fixturepeer.Start(t, room)
+	ns := newNamespace(t)
+	rs := fixtureRoomSync(ns, "flaky", room, peer)
+	rs.Spec.Limits = &roomsyncv1alpha1.SyncLimits{BackfillLimit: 100, MissingEventsLimit: 50, MaxEventsPerReconcile: 200}
+	if err := k8sClient.Create(context.Background(), rs); err != nil {
+		t.Fatal(err)
+	}
+	key := client.ObjectKeyFromObject(rs)
+	got := &roomsyncv1alpha1.RoomSync{}
+	eventually(t, 30*time.Second, func() error {
+		if err := k8sClient.Get(context.Background(), key, got); err != nil {
+			return err
+		}
+		if got.Status.Summary.Events == 0 {
+			return fmt.Errorf("no events yet")
+		}
+		return nil
+	})
+	peer.SetFaults(fixturepeer.Fault{Kind: fixturepeer.FaultError, Status: 503})
+	got = waitForCondition(t, key, roomsyncv1alpha1.ReadyCondition, metav1.ConditionFalse, roomsyncv1alpha1.ReasonPeerUnreachable)
+	if got.Status.Summary.Events >= int64(len(room.Events)) {
+		t.Fatalf("the room finished before the peer failed (%d events): the test proves nothing", got.Status.Summary.Events)
+	}
+	if p := got.Status.Peers; len(p) != 1 || p[0].Healthy || !strings.Contains(p[0].LastError, "503") {
+		t.Errorf("peer status %+v: want unhealthy with the 503", p)
+	}
+	peer.ClearFaults()
+	got = waitForCondition(t, key, roomsyncv1alpha1.ReadyCondition, metav1.ConditionTrue, roomsyncv1alpha1.ReasonConverged)
+	if got.Status.Summary.Events != int64(len(room.Events)) || !got.Status.Peers[0].Healthy {
+		t.Errorf("after recovery: %+v", got.Status)
+	}
+}
+
+func TestSuspendStopsPulls(t *testing.T) {
+	room := fixturepeer.MustGenerate(t, fixturepeer.RoomOptions{Seed: 23, Events: 100})
+	peer := fixturepeer.Start(t, room)
+	ns := newNamespace(t)
+	rs := fixtureRoomSync(ns, "suspended", room, peer)
+	rs.Spec.Suspend = true
+	if err := k8sClient.Create(context.Background(), rs); err != nil {
+		t.Fatal(err)
+	}
+	key := client.ObjectKeyFromObject(rs)
+	waitForCondition(t, key, roomsyncv1alpha1.ReadyCondition, metav1.ConditionFalse, roomsyncv1alpha1.ReasonSuspended)
+	time.Sleep(time.Second)
+	if n := peer.TotalCount(); n != 0 {
+		t.Fatalf("a suspended RoomSync made %d requests", n)
+	}
+	got := &roomsyncv1alpha1.RoomSync{}
+	if err := k8sClient.Get(context.Background(), key, got); err != nil {
+		t.Fatal(err)
+	}
+	got.Spec.Suspend = false
+	if err := k8sClient.Update(context.Background(), got); err != nil {
+		t.Fatal(err)
+	}
+	waitForCondition(t, key, roomsyncv1alpha1.ReadyCondition, metav1.ConditionTrue, roomsyncv1alpha1.ReasonConverged)
+}
+
+// TestRequestedAtForcesAPass: with an hour's interval, only the annotation can make the
+// operator look again, and it does.
+func TestRequestedAtForcesAPass(t *testing.T) {
+	room := fixturepeer.MustGenerate(t, fixturepeer.RoomOptions{Seed: 24, Events: 400, Linear: true})
+	peer := fixturepeer.Start(t, room, fixturepeer.WithHold(fixturepeer.HoldIndexes(0, 300)))
+	ns := newNamespace(t)
+	rs := fixtureRoomSync(ns, "on-demand", room, peer)
+	rs.Spec.Interval = &metav1.Duration{Duration: time.Hour}
+	if err := k8sClient.Create(context.Background(), rs); err != nil {
+		t.Fatal(err)
+	}
+	key := client.ObjectKeyFromObject(rs)
+	got := waitForCondition(t, key, roomsyncv1alpha1.ReadyCondition, metav1.ConditionTrue, roomsyncv1alpha1.ReasonConverged)
+	if got.Status.Summary.Events != 300 {
+		t.Fatalf("%d events before the peer grew, want 300", got.Status.Summary.Events)
+	}
+	peer.SetHold(fixturepeer.HoldAll())
+	patch := client.MergeFrom(got.DeepCopy())
+	got.Annotations = map[string]string{roomsyncv1alpha1.ReconcileRequestedAnnotation: "now-1"}
+	if err := k8sClient.Patch(context.Background(), got, patch); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, func() error {
+		if err := k8sClient.Get(context.Background(), key, got); err != nil {
+			return err
+		}
+		if got.Status.LastHandledReconcileAt != "now-1" || got.Status.Summary.Events != 400 {
+			return fmt.Errorf("lastHandledReconcileAt %q, %d events", got.Status.LastHandledReconcileAt, got.Status.Summary.Events)
+		}
+		return nil
+	})
+}
+
+// TestRoomSyncsSharingARoom: two RoomSyncs naming one room fill one copy in the store.
+func TestRoomSyncsSharingARoom(t *testing.T) {
+	room := fixturepeer.MustGenerate(t, fixturepeer.RoomOptions{Seed: 25, Events: 900})
+	a := fixturepeer.Start(t, room)
+	b := fixturepeer.Start(t, room)
+	ns := newNamespace(t)
+	for i, p := range []*fixturepeer.Peer{a, b} {
+		if err := k8sClient.Create(context.Background(), fixtureRoomSync(ns, fmt.Sprintf("share-%d", i), room, p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 2 {
+		key := client.ObjectKey{Namespace: ns, Name: fmt.Sprintf("share-%d", i)}
+		got := waitForCondition(t, key, roomsyncv1alpha1.ReadyCondition, metav1.ConditionTrue, roomsyncv1alpha1.ReasonConverged)
+		if got.Status.Summary.Events != int64(len(room.Events)) {
+			t.Errorf("%s: %d events, want %d", key.Name, got.Status.Summary.Events, len(room.Events))
+		}
+	}
+	if err := store.CheckConsistency(context.Background(), eventStore, string(room.ID)); err != nil {
+		t.Fatal(err)
+	}
+	r, err := eventStore.Room(context.Background(), string(room.ID))
+	if err != nil || r.Events != int64(len(room.Events)) {
+		t.Fatalf("store room %+v, %v", r, err)
+	}
+
+	// Deleting a RoomSync keeps the events.
+	if err := k8sClient.Delete(context.Background(), &roomsyncv1alpha1.RoomSync{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "share-0"}}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if r, err := eventStore.Room(context.Background(), string(room.ID)); err != nil || r.Events != int64(len(room.Events)) {
+		t.Fatalf("after delete: %+v, %v", r, err)
+	}
+}
+
+func scrape(t *testing.T) string {
+	t.Helper()
+	resp, err := http.Get(metricsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(body)
+}
