@@ -157,17 +157,27 @@ func startDendrite(t *testing.T) *dendrite {
 }
 
 // seed sends count messages; with room empty it creates a public, world-readable v11 room.
-func (d *dendrite) seed(t *testing.T, room string, count int) string {
+// extra are more hack/dendrite.sh seed flags (--join-from SERVER, say).
+func (d *dendrite) seed(t *testing.T, room string, count int, extra ...string) string {
 	t.Helper()
 	args := []string{"seed", d.dir, fmt.Sprint(d.httpPort), fmt.Sprint(count)}
 	if room != "" {
 		args = append(args, "--room", room)
 	}
+	args = append(args, extra...)
 	out, code := run(t, 5*time.Minute, filepath.Join(testenv.RepoRoot(), "hack", "dendrite.sh"), args...)
 	if code != 0 {
 		t.Fatalf("hack/dendrite.sh seed failed (exit %d)", code)
 	}
 	return strings.TrimSpace(out)
+}
+
+// stop stops the Dendrite (by its PID) before the test ends.
+func (d *dendrite) stop(t *testing.T) {
+	t.Helper()
+	if _, code := run(t, time.Minute, filepath.Join(testenv.RepoRoot(), "hack", "dendrite.sh"), "stop", d.dir); code != 0 {
+		t.Fatalf("hack/dendrite.sh stop failed (exit %d)", code)
+	}
 }
 
 // eventIDs is the room as Dendrite itself shows it, read through its client API.
