@@ -3,6 +3,8 @@
 package cli
 
 import (
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"strings"
@@ -48,6 +50,29 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stderr, "roomsync: unknown subcommand %q\n\n", args[0])
 	usage(stderr)
+	return ExitBadInput
+}
+
+// parseArgs parses a subcommand's flags and refuses positional arguments. When done is true
+// the subcommand returns code at once (help was shown, or the arguments were bad).
+func parseArgs(fs *flag.FlagSet, args []string, stderr io.Writer) (code int, done bool) {
+	fs.SetOutput(stderr)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return ExitOK, true
+		}
+		return ExitBadInput, true
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "%s: unexpected arguments: %v\n", fs.Name(), fs.Args())
+		return ExitBadInput, true
+	}
+	return ExitOK, false
+}
+
+// badInput reports an error in what the user gave and returns ExitBadInput.
+func badInput(stderr io.Writer, fs *flag.FlagSet, err error) int {
+	fmt.Fprintf(stderr, "%s: %v\n", fs.Name(), err)
 	return ExitBadInput
 }
 

@@ -26,22 +26,15 @@ type roomReport struct {
 
 func runInspect(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("roomsync inspect", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	storeURL := fs.String("store", "", "Event store URL (as for sync).")
 	roomID := fs.String("room", "", "The room ID to inspect.")
 	asJSON := fs.Bool("json", false, "Print one JSON object: room_id, room_version, events, redacted, forward_extremities, backward_extremities, converged.")
 	eventIDs := fs.Bool("event-ids", false, "Print the stored event IDs one a line, in topological order (depth, then ID).")
 	minDepth := fs.Int64("min-depth", 0, "History bound of the sync: backward extremities below it do not count against converged.")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return ExitOK
-		}
-		return ExitBadInput
+	if code, done := parseArgs(fs, args, stderr); done {
+		return code
 	}
 	switch {
-	case fs.NArg() > 0:
-		fmt.Fprintf(stderr, "roomsync inspect: unexpected arguments: %v\n", fs.Args())
-		return ExitBadInput
 	case *storeURL == "" || *roomID == "":
 		fmt.Fprintln(stderr, "roomsync inspect: --store and --room are required")
 		return ExitBadInput
@@ -53,8 +46,7 @@ func runInspect(args []string, stdout, stderr io.Writer) int {
 	ctx := context.Background()
 	st, err := store.Open(ctx, *storeURL)
 	if err != nil {
-		fmt.Fprintf(stderr, "roomsync inspect: %v\n", err)
-		return ExitBadInput
+		return badInput(stderr, fs, err)
 	}
 	defer st.Close()
 

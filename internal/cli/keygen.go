@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -13,20 +12,12 @@ import (
 // the format --signing-key reads.
 func runKeygen(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("roomsync keygen", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: roomsync keygen > signing.key")
 		fmt.Fprintln(stderr, "Prints a new ed25519 federation signing key in Synapse's format.")
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return ExitOK
-		}
-		return ExitBadInput
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "roomsync keygen: unexpected arguments: %v\n", fs.Args())
-		return ExitBadInput
+	if code, done := parseArgs(fs, args, stderr); done {
+		return code
 	}
 	fmt.Fprintln(stdout, mfed.GenerateSigningKey().SynapseString())
 	return ExitOK

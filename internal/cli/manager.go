@@ -87,21 +87,12 @@ func (o *managerOptions) validate() error {
 func runManager(args []string, _, stderr io.Writer) int {
 	var opts managerOptions
 	fs := flag.NewFlagSet("roomsync manager", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	opts.bind(fs)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return ExitOK
-		}
-		return ExitBadInput
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "roomsync manager: unexpected arguments: %v\n", fs.Args())
-		return ExitBadInput
+	if code, done := parseArgs(fs, args, stderr); done {
+		return code
 	}
 	if err := opts.validate(); err != nil {
-		fmt.Fprintf(stderr, "roomsync manager: %v\n", err)
-		return ExitBadInput
+		return badInput(stderr, fs, err)
 	}
 
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts.zap), zap.WriteTo(stderr)))
@@ -109,27 +100,23 @@ func runManager(args []string, _, stderr io.Writer) int {
 
 	cfg, err := restConfig(opts.kubeconfig)
 	if err != nil {
-		fmt.Fprintf(stderr, "roomsync manager: %v\n", err)
-		return ExitBadInput
+		return badInput(stderr, fs, err)
 	}
 	// Identity and store are checked before anything starts: a manager that cannot sign or
 	// store must say so at once, not fail every reconcile.
 	key, err := loadSigningKey(opts.signingKeyFile)
 	if err != nil {
-		fmt.Fprintf(stderr, "roomsync manager: %v\n", err)
-		return ExitBadInput
+		return badInput(stderr, fs, err)
 	}
 	ctx := ctrl.SetupSignalHandler()
 	st, err := store.Open(ctx, opts.storeURL)
 	if err != nil {
-		fmt.Fprintf(stderr, "roomsync manager: %v\n", err)
-		return ExitBadInput
+		return badInput(stderr, fs, err)
 	}
 	defer st.Close()
 	stopKeyServer, err := opts.keyServer(key, Version)
 	if err != nil {
-		fmt.Fprintf(stderr, "roomsync manager: %v\n", err)
-		return ExitBadInput
+		return badInput(stderr, fs, err)
 	}
 	defer stopKeyServer()
 

@@ -119,31 +119,20 @@ func (o *syncOptions) parsePeers() ([]string, map[string]federation.Endpoint, er
 func runSync(args []string, stdout, stderr io.Writer) int {
 	var opts syncOptions
 	fs := flag.NewFlagSet("roomsync sync", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	opts.bind(fs)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return ExitOK
-		}
-		return ExitBadInput
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "roomsync sync: unexpected arguments: %v\n", fs.Args())
-		return ExitBadInput
+	if code, done := parseArgs(fs, args, stderr); done {
+		return code
 	}
 	if err := opts.validate(); err != nil {
-		fmt.Fprintf(stderr, "roomsync sync: %v\n", err)
-		return ExitBadInput
+		return badInput(stderr, fs, err)
 	}
 	peers, endpoints, err := opts.parsePeers()
 	if err != nil {
-		fmt.Fprintf(stderr, "roomsync sync: %v\n", err)
-		return ExitBadInput
+		return badInput(stderr, fs, err)
 	}
 	key, err := loadSigningKey(opts.signingKeyFile)
 	if err != nil {
-		fmt.Fprintf(stderr, "roomsync sync: %v\n", err)
-		return ExitBadInput
+		return badInput(stderr, fs, err)
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -156,15 +145,13 @@ func runSync(args []string, stdout, stderr io.Writer) int {
 
 	st, err := store.Open(ctx, opts.storeURL)
 	if err != nil {
-		fmt.Fprintf(stderr, "roomsync sync: %v\n", err)
-		return ExitBadInput
+		return badInput(stderr, fs, err)
 	}
 	defer st.Close()
 
 	stopKeyServer, err := opts.keyServer(key, Version)
 	if err != nil {
-		fmt.Fprintf(stderr, "roomsync sync: %v\n", err)
-		return ExitBadInput
+		return badInput(stderr, fs, err)
 	}
 	defer stopKeyServer()
 
@@ -176,8 +163,7 @@ func runSync(args []string, stdout, stderr io.Writer) int {
 		UserAgent:            "roomsync/" + Version,
 	})
 	if err != nil {
-		fmt.Fprintf(stderr, "roomsync sync: %v\n", err)
-		return ExitBadInput
+		return badInput(stderr, fs, err)
 	}
 	defer client.Close()
 
@@ -196,8 +182,7 @@ func runSync(args []string, stdout, stderr io.Writer) int {
 		Log:        log,
 	})
 	if err != nil {
-		fmt.Fprintf(stderr, "roomsync sync: %v\n", err)
-		return ExitBadInput
+		return badInput(stderr, fs, err)
 	}
 	if syncUntilConverged(ctx, res, &opts, stderr) {
 		return ExitOK
