@@ -16,7 +16,7 @@ var eventColumns = []string{"event_id", "room_id", "depth", "origin_server_ts", 
 
 // InsertEvents stores the batch and updates the extremities in one transaction that holds the
 // room's row (see inRoomTx). Which events are new is decided under that lock, so a batch
-// inserted twice, or by two writers at once, is stored once.
+// inserted twice, or by two writers at once, is stored once; a batch held already only reads.
 func (s *sqlStore) InsertEvents(ctx context.Context, roomID string, events []Event) (InsertResult, error) {
 	batch, repeats, err := dedupeBatch(roomID, events)
 	if err != nil {
@@ -24,16 +24,6 @@ func (s *sqlStore) InsertEvents(ctx context.Context, roomID string, events []Eve
 	}
 	if len(batch) == 0 {
 		return InsertResult{}, nil
-	}
-	// Peers' pages overlap, so whole batches of events already held are common. Events are
-	// never removed or downgraded, so a batch found held in full outside the transaction
-	// needs no write lock at all.
-	held, err := s.heldEvents(ctx, s.db, batch)
-	if err != nil {
-		return InsertResult{}, fmt.Errorf("insert events into %s: %w", roomID, err)
-	}
-	if allHeld(roomID, batch, held) {
-		return InsertResult{Duplicates: len(events)}, nil
 	}
 	var res InsertResult
 	err = s.inRoomTx(ctx, roomID, true, func(tx *sql.Tx, room *roomRow) error {
@@ -149,18 +139,6 @@ func (s *sqlStore) heldEvents(ctx context.Context, q querier, batch []Event) (ma
 		return nil, fmt.Errorf("look up held events: %w", err)
 	}
 	return held, nil
-}
-
-// allHeld reports whether every event of the batch is held in the room, in a form at least as
-// good as the batch's.
-func allHeld(roomID string, batch []Event, held map[string]heldEvent) bool {
-	for _, e := range batch {
-		h, ok := held[e.ID]
-		if !ok || h.roomID != roomID || (h.redacted && !e.Redacted) {
-			return false
-		}
-	}
-	return true
 }
 
 // insertNewEvents writes the rows of events not held before, and their edges.
