@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/tidwall/gjson"
 
 	"github.com/roomsync/roomsync/resolver/federation"
 	"github.com/roomsync/roomsync/store"
@@ -59,6 +61,9 @@ func (p *pass) run(ctx context.Context) error {
 	heads, version := p.discoverHeads(ctx)
 	if p.version == "" {
 		p.version = version
+	}
+	if p.version == "" && len(heads) > 0 {
+		p.version = p.versionFromCreateEvent(ctx, heads[0])
 	}
 	if p.version == "" {
 		return errNoRoomVersion
@@ -155,6 +160,54 @@ func (p *pass) peerHeads(ctx context.Context, peer string) (a headsAnswer) {
 		a.ok, a.heads = true, []string{head}
 	}
 	return a
+}
+
+// versionFromCreateEvent finds the room version where no peer gave it with make_join: it
+// fetches a head, then among its auth events the m.room.create event (in room version 12,
+// the event whose hash is the room ID), and reads content.room_version. The create event
+// must verify under the version it names, with the ID it was asked for, or it is not believed.
+func (p *pass) versionFromCreateEvent(ctx context.Context, head string) string {
+	var candidates []string
+	if !strings.Contains(p.roomID, ":") {
+		candidates = append(candidates, "$"+strings.TrimPrefix(p.roomID, "!"))
+	}
+	for _, peer := range p.r.cfg.Peers.Available() {
+		var raw json.RawMessage
+		err := p.request(ctx, peer, "event", func(ctx context.Context) error {
+			var err error
+			raw, err = p.r.cfg.Client.Event(ctx, peer, head)
+			return err
+		})
+		if err != nil {
+			continue
+		}
+		for _, auth := range gjson.GetBytes(raw, "auth_events").Array() {
+			candidates = append(candidates, auth.Str)
+		}
+		for _, id := range candidates {
+			var createRaw json.RawMessage
+			err := p.request(ctx, peer, "event", func(ctx context.Context) error {
+				var err error
+				createRaw, err = p.r.cfg.Client.Event(ctx, peer, id)
+				return err
+			})
+			if err != nil || gjson.GetBytes(createRaw, "type").Str != "m.room.create" {
+				continue
+			}
+			version := "1"
+			if v := gjson.GetBytes(createRaw, "content.room_version"); v.Exists() {
+				version = v.Str
+			}
+			ev, rej := VerifyPDU(ctx, p.roomID, version, createRaw, p.r.cfg.Keys)
+			if rej != nil || ev.ID != id {
+				p.log.Info("Create event does not verify under the version it names", "peer", peer, "event", id)
+				return ""
+			}
+			return version
+		}
+		return ""
+	}
+	return ""
 }
 
 // missing returns the IDs the store does not hold, in their order.
