@@ -64,12 +64,23 @@ func TestOperatorAgainstDendrites(t *testing.T) {
 		"--store", storeURL, "--server-name", ourName, "--signing-key", keyFile,
 		"--listen", ourName, "--tls-cert", cert, "--tls-key", key,
 		"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", ports[1]),
-		"--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", ports[2]))
+		"--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", ports[2]),
+		// This release handles shard a only; another release would take the rest.
+		"--selector", "roomsync.io/shard=a")
 	defer stopManager()
 
 	manifest := filepath.Join(dir, "roomsync.yaml")
 	writeManifest(t, manifest, room, a, b)
 	if out, err := env.Kubectl("apply", "-f", manifest); err != nil {
+		t.Fatalf("kubectl apply: %v\n%s", err, out)
+	}
+	// A RoomSync of another shard, which this manager must leave alone.
+	other := filepath.Join(dir, "other.yaml")
+	if err := os.WriteFile(other, []byte(strings.ReplaceAll(strings.ReplaceAll(string(mustRead(t, manifest)),
+		"name: archive", "name: other"), "shard: a", "shard: b")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := env.Kubectl("apply", "-f", other); err != nil {
 		t.Fatalf("kubectl apply: %v\n%s", err, out)
 	}
 
@@ -95,6 +106,9 @@ func TestOperatorAgainstDendrites(t *testing.T) {
 	assertStoreEquals(t, storeURL, room, wantB)
 	out, _ := env.Kubectl("get", "rms", "--no-headers")
 	t.Logf("kubectl get rms: %s", strings.TrimSpace(out))
+	if gen, _ := env.Kubectl("get", "roomsync/other", "-o", "jsonpath={.status.observedGeneration}"); strings.TrimSpace(gen) != "" {
+		t.Errorf("the manager of shard a reconciled a RoomSync of shard b (observedGeneration %s)", gen)
+	}
 
 	// New messages on B; the requestedAt annotation asks for a pass now (the interval is 1h).
 	b.seed(t, room, 100)
@@ -155,7 +169,7 @@ func startManager(t *testing.T, kubeconfig, logFile string, args ...string) func
 func writeManifest(t *testing.T, path, room string, peers ...*dendrite) {
 	t.Helper()
 	var b bytes.Buffer
-	fmt.Fprintf(&b, "apiVersion: federation.roomsync.io/v1alpha1\nkind: RoomSync\nmetadata:\n  name: archive\n  namespace: default\nspec:\n")
+	fmt.Fprintf(&b, "apiVersion: federation.roomsync.io/v1alpha1\nkind: RoomSync\nmetadata:\n  name: archive\n  namespace: default\n  labels:\n    roomsync.io/shard: a\nspec:\n")
 	fmt.Fprintf(&b, "  rooms:\n  - id: %q\n  peers:\n", room)
 	for _, p := range peers {
 		fmt.Fprintf(&b, "  - serverName: %q\n    url: %q\n    insecureSkipTLSVerify: true\n", p.serverName, "https://"+p.serverName)
@@ -195,6 +209,15 @@ func assertStoreEquals(t *testing.T, storeURL, room string, want []string) {
 	if err := json.Unmarshal([]byte(out), &report); err != nil || len(report.BackwardExtremities) != 0 || !report.Converged {
 		t.Fatalf("inspect --json: %s (%v)", out, err)
 	}
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 func sameSet(a, b []string) bool {
