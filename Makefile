@@ -105,3 +105,13 @@ $(CONTROLLER_GEN):
 
 .PHONY: controller-gen
 controller-gen: $(CONTROLLER_GEN) ## Install controller-gen into bin/.
+
+##@ Demo and benchmarks
+
+.PHONY: demo
+demo: ## A control plane, two Dendrites, the manager and a RoomSync on loopback (DEMO_NONINTERACTIVE=1: no wait).
+	@hack/demo.sh
+
+.PHONY: bench-dendrite
+bench-dendrite: ## Events/s of roomsync sync vs a Dendrite backfilling the same room (BENCH_EVENTS=2000).
+	@hack/bench-dendrite.sh

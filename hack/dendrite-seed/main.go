@@ -5,9 +5,13 @@
 //	dendrite-seed seed -hs URL -secret-file F [-user NAME] [-count N] [-parallel N]
 //	                   [-room ROOM_ID [-join-from SERVER]] [-room-version V]
 //	dendrite-seed event-ids -hs URL -secret-file F [-user NAME] -room ROOM_ID
+//	dendrite-seed paginate -hs URL -secret-file F [-user NAME] -room ROOM_ID [-join-from SERVER]
+//	                       [-limit N]
 //
-// seed prints the room ID on stdout; event-ids prints the event IDs, oldest first, one a line.
-// Progress and summaries go to stderr.
+// seed prints the room ID on stdout; event-ids prints the event IDs, oldest first, one a line;
+// paginate (a benchmark: a Dendrite that joined a room over federation backfills its history
+// while a client pages back through it) prints one line of figures. Progress and summaries go
+// to stderr.
 package main
 
 import (
@@ -42,6 +46,8 @@ func main() {
 		err = runSeed(os.Args[2:])
 	case "event-ids":
 		err = runEventIDs(os.Args[2:])
+	case "paginate":
+		err = runPaginate(os.Args[2:])
 	default:
 		usage()
 	}
@@ -53,7 +59,8 @@ func main() {
 
 func usage() {
 	fmt.Fprintln(os.Stderr, `usage: dendrite-seed seed -hs URL -secret-file F [-user NAME] [-count N] [-parallel N] [-room ROOM_ID [-join-from SERVER]] [-room-version V]
-       dendrite-seed event-ids -hs URL -secret-file F [-user NAME] -room ROOM_ID`)
+       dendrite-seed event-ids -hs URL -secret-file F [-user NAME] -room ROOM_ID
+       dendrite-seed paginate -hs URL -secret-file F [-user NAME] -room ROOM_ID [-join-from SERVER] [-limit N]`)
 	os.Exit(2)
 }
 
@@ -396,12 +403,20 @@ type event struct {
 // listEvents pages /messages backwards from the newest event to the room's first, and returns
 // the events oldest first, each once.
 func (c *client) listEvents(ctx context.Context, room string) ([]event, error) {
+	all, _, err := c.pageBack(ctx, room, 1000, nil)
+	return all, err
+}
+
+// pageBack pages /messages backwards, limit events a page, from the newest event until the
+// server has no more or stop returns true for an event of a page; it returns the events oldest
+// first, each once, and the number of pages asked for.
+func (c *client) pageBack(ctx context.Context, room string, limit int, stop func(event) bool) ([]event, int, error) {
 	var all []event
 	seen := map[string]bool{}
 	from := ""
 	const maxPages = 100000
 	for page := 0; page < maxPages; page++ {
-		q := url.Values{"dir": {"b"}, "limit": {"1000"}}
+		q := url.Values{"dir": {"b"}, "limit": {fmt.Sprint(limit)}}
 		if from != "" {
 			q.Set("from", from)
 		}
@@ -410,24 +425,28 @@ func (c *client) listEvents(ctx context.Context, room string) ([]event, error) {
 			End   string  `json:"end"`
 		}
 		if err := c.do(ctx, http.MethodGet, roomPath(room)+"/messages?"+q.Encode(), nil, &resp); err != nil {
-			return nil, err
+			return nil, page + 1, err
 		}
+		stopped := false
 		for _, e := range resp.Chunk {
 			if !seen[e.EventID] {
 				seen[e.EventID] = true
 				all = append(all, e)
 			}
+			if stop != nil && stop(e) {
+				stopped = true
+			}
 		}
 		next := nextFrom(resp.End)
-		if len(resp.Chunk) == 0 || next == "" || next == from {
+		if stopped || len(resp.Chunk) == 0 || next == "" || next == from {
 			for i, j := 0, len(all)-1; i < j; i, j = i+1, j-1 {
 				all[i], all[j] = all[j], all[i]
 			}
-			return all, nil
+			return all, page + 1, nil
 		}
 		from = next
 	}
-	return nil, fmt.Errorf("/messages of %s did not end within %d pages", room, maxPages)
+	return nil, maxPages, fmt.Errorf("/messages of %s did not end within %d pages", room, maxPages)
 }
 
 // nextFrom turns the end token of a backwards /messages page into the from token of the next.
@@ -498,5 +517,84 @@ func runEventIDs(args []string) error {
 	if types["m.room.create"] == 0 {
 		fmt.Fprintln(os.Stderr, "dendrite-seed: warning: no m.room.create among them")
 	}
+	return nil
+}
+
+// runPaginate measures how fast a Dendrite that holds a room only from its join (send_join's
+// state and auth chain) gives a client the room's history: with -join-from it first joins the
+// room over federation through that server (timed apart) and waits until /messages shows the
+// join, then pages /messages backwards from the newest event, -limit events a page, until
+// m.room.create. Every page that reaches a backward extremity makes Dendrite /backfill from
+// the room's other servers, verify and store what it gets, and answer with it. Prints on
+// stdout: events=N pages=P seconds=S reached_create=true|false join_seconds=J.
+func runPaginate(args []string) error {
+	fs := flag.NewFlagSet("paginate", flag.ExitOnError)
+	var c common
+	c.register(fs)
+	roomID := fs.String("room", "", "room ID")
+	joinFrom := fs.String("join-from", "", "first join -room over federation through this server name")
+	limit := fs.Int("limit", 100, "events asked for per /messages page (Dendrite caps it at 100)")
+	joinWait := fs.Duration("join-wait", time.Minute, "bound on waiting until /messages shows our join")
+	_ = fs.Parse(args)
+	if fs.NArg() != 0 || *roomID == "" || *limit < 1 {
+		usage()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+	defer cancel()
+	cl, err := c.client(ctx)
+	if err != nil {
+		return err
+	}
+	room := *roomID
+
+	joinSeconds := 0.0
+	if *joinFrom != "" {
+		path := "/_matrix/client/v3/join/" + url.PathEscape(room) + "?server_name=" + url.QueryEscape(*joinFrom)
+		t0 := time.Now()
+		if err := cl.do(ctx, http.MethodPost, path, map[string]any{}, nil); err != nil {
+			return fmt.Errorf("joining %s: %w", room, err)
+		}
+		joinSeconds = time.Since(t0).Seconds()
+		fmt.Fprintf(os.Stderr, "dendrite-seed: %s joined %s through %s in %.3fs\n", cl.userID, room, *joinFrom, joinSeconds)
+		// The sync API, which serves /messages, follows the room server asynchronously. A page of
+		// one event that is our join is answered locally, without any backfill.
+		deadline := time.Now().Add(*joinWait)
+		for {
+			var resp struct {
+				Chunk []event `json:"chunk"`
+			}
+			q := url.Values{"dir": {"b"}, "limit": {"1"}}
+			if err := cl.do(ctx, http.MethodGet, roomPath(room)+"/messages?"+q.Encode(), nil, &resp); err != nil {
+				return err
+			}
+			if len(resp.Chunk) == 1 && resp.Chunk[0].Type == "m.room.member" &&
+				resp.Chunk[0].StateKey != nil && *resp.Chunk[0].StateKey == cl.userID {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("/messages does not show our join after %v", *joinWait)
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}
+
+	t0 := time.Now()
+	events, pages, err := cl.pageBack(ctx, room, *limit, func(e event) bool { return e.Type == "m.room.create" })
+	el := time.Since(t0)
+	if err != nil {
+		return err
+	}
+	reached := false
+	for _, e := range events {
+		reached = reached || e.Type == "m.room.create"
+	}
+	fmt.Fprintf(os.Stderr, "dendrite-seed: /messages gave %d events in %d pages in %.3fs (%.0f events/s); m.room.create reached: %t\n",
+		len(events), pages, el.Seconds(), float64(len(events))/el.Seconds(), reached)
+	fmt.Printf("events=%d pages=%d seconds=%.3f reached_create=%t join_seconds=%.3f\n",
+		len(events), pages, el.Seconds(), reached, joinSeconds)
 	return nil
 }
