@@ -186,10 +186,14 @@ func (c *Client) ServerKeys(ctx context.Context, server string) (*mfed.ServerKey
 	return c.fed.ServerKeys(ctx, server)
 }
 
-// QueryKeys asks notary for all the signing keys it knows of server (/_matrix/key/v2/query
-// with no key IDs).
-func (c *Client) QueryKeys(ctx context.Context, notary, server string) ([]*mfed.ServerKeyResponse, error) {
-	req := &mfed.ReqQueryKeys{ServerKeys: map[string]map[id.KeyID]mfed.QueryKeysCriteria{server: {}}}
+// QueryKeys asks notary for server's signing keys (/_matrix/key/v2/query): the key keyID,
+// or all the keys it knows of server when keyID is empty.
+func (c *Client) QueryKeys(ctx context.Context, notary, server string, keyID id.KeyID) ([]*mfed.ServerKeyResponse, error) {
+	criteria := map[id.KeyID]mfed.QueryKeysCriteria{}
+	if keyID != "" {
+		criteria[keyID] = mfed.QueryKeysCriteria{}
+	}
+	req := &mfed.ReqQueryKeys{ServerKeys: map[string]map[id.KeyID]mfed.QueryKeysCriteria{server: criteria}}
 	resp, err := c.fed.QueryKeys(ctx, notary, req)
 	if err != nil {
 		return nil, err

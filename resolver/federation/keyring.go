@@ -86,7 +86,7 @@ func (k *KeyRing) Key(ctx context.Context, server string, keyID id.KeyID, minVal
 	}
 	k.mu.Unlock()
 
-	if _, err, _ := k.flight.Do(server, func() (any, error) { return nil, k.fetch(ctx, server) }); err != nil {
+	if _, err, _ := k.flight.Do(server, func() (any, error) { return nil, k.fetch(ctx, server, keyID) }); err != nil {
 		return "", time.Time{}, err
 	}
 	k.mu.Lock()
@@ -95,8 +95,9 @@ func (k *KeyRing) Key(ctx context.Context, server string, keyID id.KeyID, minVal
 	return vk.key, vk.validUntil, nil
 }
 
-// fetch asks the server, then the notaries, and records the union of what verifies.
-func (k *KeyRing) fetch(ctx context.Context, server string) error {
+// fetch asks the server, then the notaries (naming the key wanted: some notaries answer an
+// open-ended query with nothing), and records the union of what verifies.
+func (k *KeyRing) fetch(ctx context.Context, server string, keyID id.KeyID) error {
 	var errs []error
 	var responses []*mfed.ServerKeyResponse
 	if resp, err := k.client.ServerKeys(ctx, server); err != nil {
@@ -109,7 +110,7 @@ func (k *KeyRing) fetch(ctx context.Context, server string) error {
 			if notary == server {
 				continue
 			}
-			resps, err := k.client.QueryKeys(ctx, notary, server)
+			resps, err := k.client.QueryKeys(ctx, notary, server, keyID)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("from notary %s: %w", notary, err))
 				continue
