@@ -172,5 +172,8 @@ func historyOf(h *roomsyncv1alpha1.History) resolver.History {
 	if h.MinDepth != nil {
 		hist.MinDepth = *h.MinDepth
 	}
+	if h.Since != nil {
+		hist.Since = h.Since.Time
+	}
 	return hist
 }

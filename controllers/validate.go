@@ -23,11 +23,6 @@ func validateSpec(spec *roomsyncv1alpha1.RoomSyncSpec) error {
 			errs = append(errs, fmt.Errorf("spec.peers[%d].url %q (peer %s): %w", i, peer.URL, peer.ServerName, err))
 		}
 	}
-	if h := spec.History; h != nil && h.Since != nil {
-		// The resolver bounds history by depth only so far; a time bound it cannot honour
-		// must not be silently ignored.
-		errs = append(errs, errors.New("spec.history.since is not supported by this version of the operator: bound the history with minDepth"))
-	}
 	return errors.Join(errs...)
 }
 

@@ -302,11 +302,10 @@ func (p *pass) backfill(ctx context.Context) error {
 			// Every peer is backed off: asking nobody is not an attempt on the gaps.
 			return nil
 		}
-		due, err := p.r.cfg.Store.BackwardExtremities(ctx, p.roomID, store.BackwardFilter{
-			DueBy:             p.r.cfg.Now(),
-			ChildDepthAtLeast: p.depthBound(),
-			Limit:             p.r.cfg.Limits.BackfillExtremities,
-		})
+		filter := p.hist.BackwardFilter()
+		filter.DueBy = p.r.cfg.Now()
+		filter.Limit = p.r.cfg.Limits.BackfillExtremities
+		due, err := p.r.cfg.Store.BackwardExtremities(ctx, p.roomID, filter)
 		if err != nil {
 			return fmt.Errorf("read backward extremities: %w", err)
 		}
@@ -405,15 +404,6 @@ func (p *pass) scheduleRetries(ctx context.Context, exts []store.BackwardExtremi
 	return nil
 }
 
-// depthBound is the ChildDepthAtLeast filter for the history bound: a missing prev sits below
-// its children, so only extremities with a child above MinDepth are worth fetching.
-func (p *pass) depthBound() int64 {
-	if p.hist.MinDepth <= 0 {
-		return 0
-	}
-	return p.hist.MinDepth + 1
-}
-
 // summarize reads the room's state after the pass into the result.
 func (p *pass) summarize(ctx context.Context, heads []string) error {
 	st := p.r.cfg.Store
@@ -426,7 +416,7 @@ func (p *pass) summarize(ctx context.Context, heads []string) error {
 	if p.res.UnknownHeads, err = p.missing(ctx, heads); err != nil {
 		return err
 	}
-	gaps, err := st.BackwardExtremities(ctx, p.roomID, store.BackwardFilter{ChildDepthAtLeast: p.depthBound()})
+	gaps, err := st.BackwardExtremities(ctx, p.roomID, p.hist.BackwardFilter())
 	if err != nil {
 		return fmt.Errorf("read backward extremities: %w", err)
 	}

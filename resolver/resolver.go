@@ -54,9 +54,27 @@ func (l Limits) withDefaults() Limits {
 }
 
 // History bounds how far back a room is replicated. The zero value is the full history.
+// With both bounds set, the nearer one stops the backfill.
 type History struct {
 	// MinDepth is the lowest depth to fetch; 0 fetches down to m.room.create.
 	MinDepth int64
+	// Since is the oldest time to fetch: a gap whose known children were all sent before it
+	// is left alone. Zero fetches down to m.room.create.
+	Since time.Time
+}
+
+// BackwardFilter selects the backward extremities within the bound.
+func (h History) BackwardFilter() store.BackwardFilter {
+	var f store.BackwardFilter
+	if h.MinDepth > 0 {
+		// A missing prev sits below its children, so only extremities with a child above
+		// MinDepth can hide events at MinDepth or above.
+		f.ChildDepthAtLeast = h.MinDepth + 1
+	}
+	if !h.Since.IsZero() {
+		f.ChildTSAtLeast = h.Since.UnixMilli()
+	}
+	return f
 }
 
 // Observer hears about requests and events, for metrics and progress. Methods must be cheap

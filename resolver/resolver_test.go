@@ -201,6 +201,37 @@ func TestHistoryBoundStopsBackfill(t *testing.T) {
 	}
 }
 
+func TestHistoryBoundBySince(t *testing.T) {
+	room := fixturepeer.MustGenerate(t, fixturepeer.RoomOptions{Seed: 12, Events: 600, Linear: true})
+	peer := fixturepeer.Start(t, room)
+	h := newHarness(t, room, []*fixturepeer.Peer{peer})
+	bound := room.Events[400]
+	since := time.UnixMilli(bound.TS)
+	var last resolver.RoomResult
+	for range 5 {
+		r, err := h.res.SyncRoom(context.Background(), string(room.ID), resolver.History{Since: since})
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = r
+		if r.Converged {
+			break
+		}
+	}
+	if !last.Converged {
+		t.Fatalf("bounded sync did not converge: %+v", last)
+	}
+	// Everything sent at or after the bound is held; backfill stopped within a page below it.
+	for _, ev := range room.Events[400:] {
+		if ok, _ := h.store.HasEvent(context.Background(), string(ev.ID)); !ok {
+			t.Fatalf("event %s (sent after the bound) missing", ev.ID)
+		}
+	}
+	if last.Room.MinDepth > bound.Depth || last.Room.MinDepth < bound.Depth-100 {
+		t.Errorf("earliest depth %d: want the bound's depth (%d) reached, at most a page past it", last.Room.MinDepth, bound.Depth)
+	}
+}
+
 func TestBudgetBoundsAPass(t *testing.T) {
 	room := fixturepeer.MustGenerate(t, fixturepeer.RoomOptions{Seed: 11, Events: 1500})
 	peer := fixturepeer.Start(t, room)

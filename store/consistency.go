@@ -82,6 +82,22 @@ func (s *sqlStore) consistencyProblems(ctx context.Context, tx *sql.Tx, roomID s
 	}
 	compareSets(add, "backward extremities", wantBackward, haveBackward)
 
+	// Their newest child timestamps, checked the same way (the depth columns stand in).
+	wantTS := map[string]depthRange{}
+	if err := s.collect(ctx, tx, wantTS, `SELECT g.prev_event_id, MAX(c.origin_server_ts), 0
+		FROM event_edges g JOIN events c ON c.event_id = g.event_id
+		WHERE g.room_id = ? AND NOT EXISTS
+			(SELECT 1 FROM events p WHERE p.event_id = g.prev_event_id AND p.room_id = g.room_id)
+		GROUP BY g.prev_event_id`, roomID); err != nil {
+		return nil, fmt.Errorf("recompute backward extremity timestamps: %w", err)
+	}
+	haveTS := map[string]depthRange{}
+	if err := s.collect(ctx, tx, haveTS, `SELECT event_id, max_child_ts, 0
+		FROM backward_extremities WHERE room_id = ?`, roomID); err != nil {
+		return nil, fmt.Errorf("read backward extremity timestamps: %w", err)
+	}
+	compareSets(add, "backward extremity child timestamps", wantTS, haveTS)
+
 	// The edges must say what the events' prev_events say: compare an order-independent
 	// digest of the (event, prev) pairs read from each.
 	fromEvents, err := s.pairDigest(ctx, tx, `SELECT event_id, prev_events FROM events WHERE room_id = ?`, roomID, true)

@@ -31,7 +31,7 @@ func (s *sqlStore) ForwardExtremities(ctx context.Context, roomID string) ([]str
 
 func (s *sqlStore) BackwardExtremities(ctx context.Context, roomID string, filter BackwardFilter) ([]BackwardExtremity, error) {
 	q := `SELECT event_id, first_seen, attempts, last_error, last_attempt_at, next_attempt_at,
-		unfillable, unfillable_reason, min_child_depth, max_child_depth
+		unfillable, unfillable_reason, min_child_depth, max_child_depth, max_child_ts
 		FROM backward_extremities WHERE room_id = ?`
 	args := []any{roomID}
 	if !filter.DueBy.IsZero() {
@@ -45,6 +45,10 @@ func (s *sqlStore) BackwardExtremities(ctx context.Context, roomID string, filte
 	if filter.ChildDepthAtLeast != 0 {
 		q += ` AND max_child_depth >= ?`
 		args = append(args, filter.ChildDepthAtLeast)
+	}
+	if filter.ChildTSAtLeast != 0 {
+		q += ` AND max_child_ts >= ?`
+		args = append(args, filter.ChildTSAtLeast)
 	}
 	// The index on (room_id, max_child_depth DESC, event_id) yields this order without a
 	// sort, so with a limit the scan stops as soon as enough rows pass the filter.
@@ -63,7 +67,7 @@ func (s *sqlStore) BackwardExtremities(ctx context.Context, roomID string, filte
 		var b BackwardExtremity
 		var firstSeen, lastAttempt, nextAttempt int64
 		if err := rows.Scan(&b.EventID, &firstSeen, &b.Attempts, &b.LastError, &lastAttempt, &nextAttempt,
-			&b.Unfillable, &b.UnfillableReason, &b.MinChildDepth, &b.MaxChildDepth); err != nil {
+			&b.Unfillable, &b.UnfillableReason, &b.MinChildDepth, &b.MaxChildDepth, &b.MaxChildTS); err != nil {
 			return nil, fmt.Errorf("read backward extremities of %s: %w", roomID, err)
 		}
 		b.FirstSeen, b.LastAttemptAt, b.NextAttemptAt = fromMillis(firstSeen), fromMillis(lastAttempt), fromMillis(nextAttempt)

@@ -222,6 +222,7 @@ func (s *sqlStore) updateExtremities(ctx context.Context, tx *sql.Tx, roomID str
 	}
 
 	children := make(map[string]depthRange)
+	childTS := make(map[string]int64)
 	for _, e := range fresh {
 		for _, p := range e.PrevEvents {
 			r := depthRange{e.Depth, e.Depth}
@@ -229,6 +230,7 @@ func (s *sqlStore) updateExtremities(ctx context.Context, tx *sql.Tx, roomID str
 				r = r.widen(old)
 			}
 			children[p] = r
+			childTS[p] = max(childTS[p], e.OriginServerTS)
 		}
 	}
 	// Prevs in the batch are held; only the others need a look.
@@ -262,7 +264,7 @@ func (s *sqlStore) updateExtremities(ctx context.Context, tx *sql.Tx, roomID str
 	}
 	room.forward -= n
 
-	if err := s.addBackwardExtremities(ctx, tx, roomID, room, outside, heldOutside, children, now); err != nil {
+	if err := s.addBackwardExtremities(ctx, tx, roomID, room, outside, heldOutside, children, childTS, now); err != nil {
 		return err
 	}
 
@@ -294,21 +296,26 @@ func (s *sqlStore) updateExtremities(ctx context.Context, tx *sql.Tx, roomID str
 	return nil
 }
 
-// addBackwardExtremities records the prevs (outside the batch) that are not held.
+// addBackwardExtremities records the prevs (outside the batch) that are not held, with the
+// depths and newest timestamp of the children that reference them.
 func (s *sqlStore) addBackwardExtremities(ctx context.Context, tx *sql.Tx, roomID string, room *roomRow,
-	outside, heldOutside []string, children map[string]depthRange, now int64) error {
+	outside, heldOutside []string, children map[string]depthRange, childTS map[string]int64, now int64) error {
 	held := make(map[string]bool, len(heldOutside))
 	for _, id := range heldOutside {
 		held[id] = true
 	}
 	missing := slices.DeleteFunc(slices.Clone(outside), func(id string) bool { return held[id] })
-	known := make(map[string]depthRange)
-	err := s.queryIn(ctx, tx, `SELECT event_id, min_child_depth, max_child_depth FROM backward_extremities
+	type knownRow struct {
+		depths depthRange
+		ts     int64
+	}
+	known := make(map[string]knownRow)
+	err := s.queryIn(ctx, tx, `SELECT event_id, min_child_depth, max_child_depth, max_child_ts FROM backward_extremities
 		WHERE room_id = ? AND event_id IN `, []any{roomID}, missing, "", func(rows *sql.Rows) error {
 		var id string
-		var r depthRange
-		err := rows.Scan(&id, &r.min, &r.max)
-		known[id] = r
+		var k knownRow
+		err := rows.Scan(&id, &k.depths.min, &k.depths.max, &k.ts)
+		known[id] = k
 		return err
 	})
 	if err != nil {
@@ -321,19 +328,20 @@ func (s *sqlStore) addBackwardExtremities(ctx context.Context, tx *sql.Tx, roomI
 			added = append(added, p)
 			continue
 		}
-		if r := old.widen(children[p]); r != old {
+		r, ts := old.depths.widen(children[p]), max(old.ts, childTS[p])
+		if r != old.depths || ts != old.ts {
 			if _, err := tx.ExecContext(ctx, s.d.rebind(`UPDATE backward_extremities
-				SET min_child_depth = ?, max_child_depth = ? WHERE room_id = ? AND event_id = ?`),
-				r.min, r.max, roomID, p); err != nil {
+				SET min_child_depth = ?, max_child_depth = ?, max_child_ts = ? WHERE room_id = ? AND event_id = ?`),
+				r.min, r.max, ts, roomID, p); err != nil {
 				return fmt.Errorf("update backward extremity %s: %w", p, err)
 			}
 		}
 	}
 	if err := s.insertRows(ctx, tx, "backward_extremities",
-		[]string{"room_id", "event_id", "first_seen", "min_child_depth", "max_child_depth"},
+		[]string{"room_id", "event_id", "first_seen", "min_child_depth", "max_child_depth", "max_child_ts"},
 		len(added), func(i int, args []any) []any {
 			r := children[added[i]]
-			return append(args, roomID, added[i], now, r.min, r.max)
+			return append(args, roomID, added[i], now, r.min, r.max, childTS[added[i]])
 		}); err != nil {
 		return fmt.Errorf("add backward extremities: %w", err)
 	}

@@ -87,6 +87,18 @@ var migrations = []migration{
 				ON backward_extremities (room_id, max_child_depth DESC, event_id)`,
 		},
 	},
+	{
+		version: 2,
+		name:    "newest child timestamp of backward extremities",
+		statements: []string{
+			// For a history bound by time: a hole whose children are all older than the bound
+			// is not worth filling. Existing rows get the value their children imply.
+			`ALTER TABLE backward_extremities ADD COLUMN max_child_ts BIGINT NOT NULL DEFAULT 0`,
+			`UPDATE backward_extremities SET max_child_ts = COALESCE((
+				SELECT MAX(c.origin_server_ts) FROM event_edges g JOIN events c ON c.event_id = g.event_id
+				WHERE g.room_id = backward_extremities.room_id AND g.prev_event_id = backward_extremities.event_id), 0)`,
+		},
+	},
 }
 
 // migrate applies the migrations the database lacks, all in one transaction: DDL is

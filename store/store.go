@@ -91,6 +91,9 @@ type BackwardExtremity struct {
 	// a prev. The missing event sits below MinChildDepth, so a history bound (minDepth) can be
 	// compared without loading anything.
 	MinChildDepth, MaxChildDepth int64
+	// MaxChildTS is the newest origin_server_ts (Unix milliseconds) of those children, for a
+	// history bounded by time.
+	MaxChildTS int64
 }
 
 // BackwardFilter selects backward extremities. The zero value selects all of them.
@@ -103,6 +106,9 @@ type BackwardFilter struct {
 	// ChildDepthAtLeast keeps those with a held child at this depth or deeper (MaxChildDepth
 	// >= ChildDepthAtLeast): a history bound. 0 keeps all.
 	ChildDepthAtLeast int64
+	// ChildTSAtLeast keeps those with a held child sent at this time or later (MaxChildTS >=
+	// ChildTSAtLeast, Unix milliseconds): a history bound by time. 0 keeps all.
+	ChildTSAtLeast int64
 	// Limit caps the result; 0 means no limit.
 	Limit int
 }

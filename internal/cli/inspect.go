@@ -9,6 +9,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/roomsync/roomsync/resolver"
 	"github.com/roomsync/roomsync/store"
 )
 
@@ -20,7 +21,8 @@ type roomReport struct {
 	Redacted            int64    `json:"redacted"`
 	ForwardExtremities  []string `json:"forward_extremities"`
 	BackwardExtremities []string `json:"backward_extremities"`
-	// Converged: no backward extremity other than those the history bound excludes.
+	// Converged: no backward extremity other than those the history bound (--min-depth,
+	// --since) excludes.
 	Converged bool `json:"converged"`
 }
 
@@ -30,7 +32,10 @@ func runInspect(args []string, stdout, stderr io.Writer) int {
 	roomID := fs.String("room", "", "The room ID to inspect.")
 	asJSON := fs.Bool("json", false, "Print one JSON object: room_id, room_version, events, redacted, forward_extremities, backward_extremities, converged.")
 	eventIDs := fs.Bool("event-ids", false, "Print the stored event IDs one a line, in topological order (depth, then ID).")
-	minDepth := fs.Int64("min-depth", 0, "History bound of the sync: backward extremities below it do not count against converged.")
+	var hist resolver.History
+	fs.Int64Var(&hist.MinDepth, "min-depth", 0, "History bound of the sync: backward extremities below it do not count against converged.")
+	var since timeFlag
+	fs.Var(&since, "since", "History bound of the sync by time (RFC 3339), as for --min-depth.")
 	if code, done := parseArgs(fs, args, stderr); done {
 		return code
 	}
@@ -71,7 +76,8 @@ func runInspect(args []string, stdout, stderr io.Writer) int {
 		return ExitOK
 	}
 
-	report, err := buildReport(ctx, st, room, *minDepth)
+	hist.Since = since.Time
+	report, err := buildReport(ctx, st, room, hist)
 	if err != nil {
 		fmt.Fprintf(stderr, "roomsync inspect: %v\n", err)
 		return ExitFailed
@@ -94,16 +100,17 @@ func runInspect(args []string, stdout, stderr io.Writer) int {
 	return ExitOK
 }
 
-func buildReport(ctx context.Context, st store.Store, room store.Room, minDepth int64) (roomReport, error) {
+func buildReport(ctx context.Context, st store.Store, room store.Room, hist resolver.History) (roomReport, error) {
 	forward, err := st.ForwardExtremities(ctx, room.ID)
 	if err != nil {
 		return roomReport{}, err
 	}
-	bound := int64(0)
-	if minDepth > 0 {
-		bound = minDepth + 1
+	backward, err := st.BackwardExtremities(ctx, room.ID, store.BackwardFilter{})
+	if err != nil {
+		return roomReport{}, err
 	}
-	backward, err := st.BackwardExtremities(ctx, room.ID, store.BackwardFilter{ChildDepthAtLeast: bound})
+	// Every hole is listed; only those within the history bound stand against converged.
+	withinBound, err := st.BackwardExtremities(ctx, room.ID, hist.BackwardFilter())
 	if err != nil {
 		return roomReport{}, err
 	}
@@ -114,7 +121,7 @@ func buildReport(ctx context.Context, st store.Store, room store.Room, minDepth 
 		Redacted:            room.Redacted,
 		ForwardExtremities:  append([]string{}, forward...),
 		BackwardExtremities: []string{},
-		Converged:           len(backward) == 0 && room.Events > 0,
+		Converged:           len(withinBound) == 0 && room.Events > 0,
 	}
 	for _, b := range backward {
 		report.BackwardExtremities = append(report.BackwardExtremities, b.EventID)

@@ -23,6 +23,25 @@ import (
 // Version is the roomsync version, set at build time.
 var Version = "dev"
 
+// timeFlag is an RFC 3339 time flag; unset is the zero time.
+type timeFlag struct{ time.Time }
+
+func (f *timeFlag) String() string {
+	if f.IsZero() {
+		return ""
+	}
+	return f.Format(time.RFC3339)
+}
+
+func (f *timeFlag) Set(v string) error {
+	t, err := time.Parse(time.RFC3339, v)
+	if err != nil {
+		return fmt.Errorf("want an RFC 3339 time such as 2026-01-02T15:04:05Z: %w", err)
+	}
+	f.Time = t
+	return nil
+}
+
 // stringList is a repeatable flag.
 type stringList []string
 
@@ -36,6 +55,7 @@ type syncOptions struct {
 	join        string
 	joinUser    string
 	minDepth    int64
+	since       timeFlag
 	limits      resolver.Limits
 	maxPasses   int
 	timeout     time.Duration
@@ -50,6 +70,7 @@ func (o *syncOptions) bind(fs *flag.FlagSet) {
 	fs.StringVar(&o.join, "join", "never", "Membership policy: never (pull as a non-member). if-needed and always come with federation membership.")
 	fs.StringVar(&o.joinUser, "join-user", "roomsync", "Localpart of the user named in make_join requests (which join nothing).")
 	fs.Int64Var(&o.minDepth, "min-depth", 0, "Lowest event depth to fetch; 0 fetches back to m.room.create.")
+	fs.Var(&o.since, "since", "Oldest time to fetch, RFC 3339 (2026-01-02T15:04:05Z); unset fetches back to m.room.create.")
 	fs.IntVar(&o.limits.BackfillLimit, "backfill-limit", 100, "limit of each /backfill request.")
 	fs.IntVar(&o.limits.MissingEventsLimit, "missing-events-limit", 50, "limit of each /get_missing_events request.")
 	fs.IntVar(&o.limits.MaxEventsPerPass, "max-events-per-pass", 10000, "Events one pass over a room may store before the next room's turn.")
@@ -194,7 +215,7 @@ func runSync(args []string, stdout, stderr io.Writer) int {
 // stores nothing new and nothing is left to retry soon (the peers have given all they will),
 // or the limits run out. It reports progress on stderr and says whether all rooms converged.
 func syncUntilConverged(ctx context.Context, res *resolver.Resolver, opts *syncOptions, stderr io.Writer) bool {
-	hist := resolver.History{MinDepth: opts.minDepth}
+	hist := resolver.History{MinDepth: opts.minDepth, Since: opts.since.Time}
 	pending := append([]string(nil), opts.rooms...)
 	start := time.Now()
 	total := 0
