@@ -359,11 +359,11 @@ func (p *pass) fill(ctx context.Context, exts []store.BackwardExtremity) error {
 			return err
 		}
 	}
-	if want, err := p.missing(ctx, want); err != nil {
+	stillMissing, err := p.missing(ctx, want)
+	if err != nil {
 		return err
-	} else {
-		return p.scheduleRetries(ctx, exts, want, answered, lastErr)
 	}
+	return p.scheduleRetries(ctx, exts, stillMissing, answered, lastErr)
 }
 
 // scheduleRetries records a failed attempt for each extremity still missing. When every
