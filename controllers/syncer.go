@@ -97,7 +97,7 @@ func (s *Syncer) resolverFor(obj *roomsyncv1alpha1.RoomSync) (*resolver.Resolver
 	res, err := resolver.New(resolver.Config{
 		Store:      s.Store,
 		Client:     client,
-		Keys:       federation.NewKeyRing(client, peerSet.Available).Key,
+		Keys:       federation.NewKeyRing(client, peerSet.Available).WithKeyStore(resolver.KeyStoreOf(s.Store)).Key,
 		Peers:      peerSet,
 		JoinUserID: "@" + joinUser + ":" + s.ServerName,
 		Limits:     limitsOf(obj.Spec.Limits),

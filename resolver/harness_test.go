@@ -34,12 +34,17 @@ func withLimits(l resolver.Limits) harnessOption { return func(c *resolver.Confi
 
 func newHarness(t *testing.T, room *fixturepeer.Room, peers []*fixturepeer.Peer, opts ...harnessOption) *harness {
 	t.Helper()
-	ctx := context.Background()
-	st, err := store.Open(ctx, "sqlite://"+filepath.Join(t.TempDir(), "events.db"))
+	st, err := store.Open(context.Background(), "sqlite://"+filepath.Join(t.TempDir(), "events.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = st.Close() })
+	return newHarnessOnStore(t, room, peers, st, opts...)
+}
+
+// newHarnessOnStore is newHarness over an existing store: a restarted resolver.
+func newHarnessOnStore(t *testing.T, room *fixturepeer.Room, peers []*fixturepeer.Peer, st store.Store, opts ...harnessOption) *harness {
+	t.Helper()
 	endpoints := map[string]federation.Endpoint{}
 	var names []string
 	for _, p := range peers {
@@ -61,7 +66,7 @@ func newHarness(t *testing.T, room *fixturepeer.Room, peers []*fixturepeer.Peer,
 	cfg := resolver.Config{
 		Store:      st,
 		Client:     client,
-		Keys:       federation.NewKeyRing(client, peerSet.Available).Key,
+		Keys:       federation.NewKeyRing(client, peerSet.Available).WithKeyStore(resolver.KeyStoreOf(st)).Key,
 		Peers:      peerSet,
 		JoinUserID: "@roomsync:" + ourServer,
 		Log:        testLogger(t),

@@ -232,6 +232,34 @@ func TestHistoryBoundBySince(t *testing.T) {
 	}
 }
 
+// TestKeysSurviveARestart: keys verified once are kept in the store, so a restarted resolver
+// verifies events even when no server can give the keys any more.
+func TestKeysSurviveARestart(t *testing.T) {
+	room := fixturepeer.MustGenerate(t, fixturepeer.RoomOptions{Seed: 13, Events: 400, Linear: true})
+	peer := fixturepeer.Start(t, room, fixturepeer.WithHold(fixturepeer.HoldIndexes(0, 200)))
+	first := newHarness(t, room, []*fixturepeer.Peer{peer})
+	if r := first.syncUntilDone(5); !r[len(r)-1].Converged {
+		t.Fatal("first sync did not converge")
+	}
+
+	// The peer grows, and stops vouching for anyone's keys; the origins never answered.
+	peer.SetHold(fixturepeer.HoldAll())
+	peer.SetFaults(fixturepeer.Fault{Kind: fixturepeer.FaultError, Endpoint: fixturepeer.EndpointQueryKeys, Status: 500})
+
+	restarted := newHarnessOnStore(t, room, []*fixturepeer.Peer{peer}, first.store)
+	if r := restarted.syncUntilDone(5); !r[len(r)-1].Converged {
+		t.Fatalf("restarted resolver did not converge: %+v", r[len(r)-1])
+	}
+	restarted.assertHolds(room.IDSet(), nil)
+
+	// Without the stored keys the same sync cannot verify anything: the test is not vacuous.
+	fresh := newHarness(t, room, []*fixturepeer.Peer{peer})
+	r := fresh.syncUntilDone(3)
+	if last := r[len(r)-1]; last.Converged || last.Rejected[resolver.RejectKeyUnavailable] == 0 {
+		t.Errorf("a resolver with no stored keys: %+v; want key_unavailable rejections", last)
+	}
+}
+
 func TestBudgetBoundsAPass(t *testing.T) {
 	room := fixturepeer.MustGenerate(t, fixturepeer.RoomOptions{Seed: 11, Events: 1500})
 	peer := fixturepeer.Start(t, room)

@@ -27,7 +27,8 @@ func TestChildTimestamps(t *testing.T) {
 			}
 			for _, stmt := range []string{
 				`ALTER TABLE backward_extremities DROP COLUMN max_child_ts`,
-				`DELETE FROM schema_migrations WHERE version = 2`,
+				`DROP TABLE server_keys`,
+				`DELETE FROM schema_migrations WHERE version >= 2`,
 			} {
 				if _, err := s.(*sqlStore).wdb.ExecContext(ctx, stmt); err != nil {
 					t.Fatalf("%s: %v", stmt, err)

@@ -99,6 +99,22 @@ var migrations = []migration{
 				WHERE g.room_id = backward_extremities.room_id AND g.prev_event_id = backward_extremities.event_id), 0)`,
 		},
 	},
+	{
+		version: 3,
+		name:    "verified server keys",
+		statements: []string{
+			// Keys the resolver verified, kept across restarts: events signed by a server that
+			// has since gone away stay verifiable with the key seen while it was up.
+			`CREATE TABLE server_keys (
+				server_name TEXT NOT NULL,
+				key_id      TEXT NOT NULL,
+				verify_key  TEXT NOT NULL,
+				valid_until BIGINT NOT NULL,
+				updated_at  BIGINT NOT NULL,
+				PRIMARY KEY (server_name, key_id)
+			)`,
+		},
+	},
 }
 
 // migrate applies the migrations the database lacks, all in one transaction: DDL is

@@ -156,6 +156,21 @@ type Store interface {
 	// It is not a snapshot: events inserted meanwhile may or may not be seen.
 	StreamEvents(ctx context.Context, roomID string, fn func(Event) error) error
 
+	// SaveServerKeys records verified server keys. A key already recorded keeps the later
+	// of the two validities; a different key under the same ID replaces it.
+	SaveServerKeys(ctx context.Context, keys []ServerKey) error
+	// ServerKeys returns the keys recorded for a server (none is not an error).
+	ServerKeys(ctx context.Context, serverName string) ([]ServerKey, error)
+
 	// Close releases the database connections.
 	Close() error
+}
+
+// ServerKey is a server's verify key as the resolver checked it (self-signed by the server,
+// fetched from it or from a notary).
+type ServerKey struct {
+	ServerName string
+	KeyID      string // e.g. ed25519:abc
+	Key        string // unpadded base64, as in verify_keys
+	ValidUntil time.Time
 }

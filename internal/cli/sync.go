@@ -196,7 +196,7 @@ func runSync(args []string, stdout, stderr io.Writer) int {
 	res, err := resolver.New(resolver.Config{
 		Store:      st,
 		Client:     client,
-		Keys:       federation.NewKeyRing(client, peerSet.Available).Key,
+		Keys:       federation.NewKeyRing(client, peerSet.Available).WithKeyStore(resolver.KeyStoreOf(st)).Key,
 		Peers:      peerSet,
 		JoinUserID: "@" + opts.joinUser + ":" + opts.serverName,
 		Limits:     opts.limits,

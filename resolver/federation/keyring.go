@@ -31,6 +31,28 @@ type KeyRing struct {
 	flight singleflight.Group
 	mu     sync.Mutex
 	known  map[string]*serverKeys
+
+	// persist, when set, keeps verified keys across restarts.
+	persist KeyStore
+}
+
+// KeyStore keeps verified keys across restarts, so that events signed by a server that has
+// gone away since stay verifiable. resolver.KeyStoreOf adapts the event store to it.
+type KeyStore interface {
+	LoadKeys(ctx context.Context, server string) (map[id.KeyID]StoredKey, error)
+	SaveKeys(ctx context.Context, server string, keys map[id.KeyID]StoredKey) error
+}
+
+// StoredKey is a verified key and until when it is valid.
+type StoredKey struct {
+	Key        id.SigningKey
+	ValidUntil time.Time
+}
+
+// WithKeyStore makes the ring load keys from ks before fetching and save what it fetches.
+func (k *KeyRing) WithKeyStore(ks KeyStore) *KeyRing {
+	k.persist = ks
+	return k
 }
 
 type serverKeys struct {
@@ -66,6 +88,11 @@ func (k *KeyRing) Key(ctx context.Context, server string, keyID id.KeyID, minVal
 	now := k.now()
 	k.mu.Lock()
 	entry := k.known[server]
+	if entry == nil && k.persist != nil {
+		k.mu.Unlock()
+		entry = k.load(ctx, server)
+		k.mu.Lock()
+	}
 	if entry != nil {
 		if vk, ok := entry.keys[keyID]; ok && (!vk.validUntil.Before(minValidUntil) || !vk.validUntil.Before(now)) {
 			k.mu.Unlock()
@@ -87,6 +114,14 @@ func (k *KeyRing) Key(ctx context.Context, server string, keyID id.KeyID, minVal
 	k.mu.Unlock()
 
 	if _, err, _ := k.flight.Do(server, func() (any, error) { return nil, k.fetch(ctx, server, keyID) }); err != nil {
+		// No fresh answer: a key seen before (expired, say) is still the best there is, and
+		// the room version's rules decide whether it may verify the event.
+		k.mu.Lock()
+		vk, ok := k.known[server].keys[keyID]
+		k.mu.Unlock()
+		if ok {
+			return vk.key, vk.validUntil, nil
+		}
 		return "", time.Time{}, err
 	}
 	k.mu.Lock()
@@ -157,7 +192,35 @@ func (k *KeyRing) fetch(ctx context.Context, server string, keyID id.KeyID) erro
 	}
 	entry.fetchedAt = now
 	entry.fetchErr = nil
+	if k.persist != nil {
+		stored := make(map[id.KeyID]StoredKey, len(entry.keys))
+		for keyID, vk := range entry.keys {
+			stored[keyID] = StoredKey{Key: vk.key, ValidUntil: vk.validUntil}
+		}
+		// A failed save costs only a fetch after a restart: verification goes on.
+		_ = k.persist.SaveKeys(ctx, server, stored)
+	}
 	return nil
+}
+
+// load fills the memory cache for server from the key store, once. A key from the store was
+// verified when it was fetched; it is used like a fetched one, and refetched once it expires.
+// The entry counts as never fetched, so a key ID it lacks is asked for at once.
+func (k *KeyRing) load(ctx context.Context, server string) *serverKeys {
+	stored, err := k.persist.LoadKeys(ctx, server)
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if entry := k.known[server]; entry != nil {
+		return entry // filled meanwhile
+	}
+	entry := &serverKeys{keys: make(map[id.KeyID]verifyKey)}
+	if err == nil {
+		for keyID, sk := range stored {
+			mergeKey(entry.keys, keyID, verifyKey{key: sk.Key, validUntil: sk.ValidUntil})
+		}
+	}
+	k.known[server] = entry
+	return entry
 }
 
 // checkKeyResponse accepts a key response only for the server asked about and only with a
