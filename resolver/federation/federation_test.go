@@ -223,9 +223,19 @@ func TestKeyRingFetchesCachesAndFallsBack(t *testing.T) {
 	notaryKey := mfed.GenerateSigningKey()
 	notaryMux := http.NewServeMux()
 	notaryMux.Handle("/", NewKeyServer("notary.example", notaryKey, "test"))
+	notarySigns := atomic.Bool{}
+	notarySigns.Store(true)
 	notaryMux.HandleFunc("POST /_matrix/key/v2/query", func(w http.ResponseWriter, r *http.Request) {
 		notaryHits.Add(1)
-		_ = json.NewEncoder(w).Encode(mfed.QueryKeysResponse{ServerKeys: []*mfed.ServerKeyResponse{origin.GenerateKeyResponse("origin.example", nil)}})
+		resp := origin.GenerateKeyResponse("origin.example", nil)
+		if notarySigns.Load() {
+			sig, err := notaryKey.SignJSON(resp)
+			if err != nil {
+				t.Error(err)
+			}
+			resp.Signatures["notary.example"] = map[id.KeyID]string{notaryKey.ID: sig}
+		}
+		_ = json.NewEncoder(w).Encode(mfed.QueryKeysResponse{ServerKeys: []*mfed.ServerKeyResponse{resp}})
 	})
 	originSrv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		originHits.Add(1)
@@ -272,6 +282,15 @@ func TestKeyRingFetchesCachesAndFallsBack(t *testing.T) {
 	if err != nil || got != origin.Pub || notaryHits.Load() != 1 {
 		t.Fatalf("fallback to notary: key %q, err %v, notary asked %d times", got, err, notaryHits.Load())
 	}
+
+	// A notary that does not sign what it vouches for is not believed.
+	unsignedRing := NewKeyRing(c, StaticNotaries("notary.example"))
+	unsignedRing.now = func() time.Time { return clock }
+	notarySigns.Store(false)
+	if k, _, err := unsignedRing.Key(ctx, "origin.example", origin.ID, clock); err == nil || k != "" {
+		t.Fatalf("a key vouched for without the notary's signature was accepted: %q, %v", k, err)
+	}
+	notarySigns.Store(true)
 
 	// A server nobody knows: an error, remembered for a while instead of asked again.
 	before := notaryHits.Load()

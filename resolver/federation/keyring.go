@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sync/singleflight"
 	mfed "maunium.net/go/mautrix/federation"
+	"maunium.net/go/mautrix/federation/signutil"
 	"maunium.net/go/mautrix/id"
 )
 
@@ -150,8 +151,16 @@ func (k *KeyRing) fetch(ctx context.Context, server string, keyID id.KeyID) erro
 				errs = append(errs, fmt.Errorf("from notary %s: %w", notary, err))
 				continue
 			}
-			responses = append(responses, resps...)
-			if len(resps) > 0 {
+			vouched := 0
+			for _, resp := range resps {
+				if err := k.checkNotarySignature(ctx, notary, resp); err != nil {
+					errs = append(errs, err)
+					continue
+				}
+				responses = append(responses, resp)
+				vouched++
+			}
+			if vouched > 0 {
 				break
 			}
 		}
@@ -221,6 +230,58 @@ func (k *KeyRing) load(ctx context.Context, server string) *serverKeys {
 	}
 	k.known[server] = entry
 	return entry
+}
+
+// checkNotarySignature accepts a notary's answer only with the notary's own signature, checked
+// with a key fetched from the notary itself: the origin's self-signature proves only that
+// whoever made the key signed with it, and a peer reached without TLS verification could be
+// anyone.
+func (k *KeyRing) checkNotarySignature(ctx context.Context, notary string, resp *mfed.ServerKeyResponse) error {
+	if resp == nil {
+		return fmt.Errorf("%w: empty answer from notary %s", ErrBadResponse, notary)
+	}
+	for keyID := range resp.Signatures[notary] {
+		key, err := k.directKey(ctx, notary, keyID)
+		if err != nil || key == "" {
+			continue
+		}
+		if signutil.VerifyJSON(notary, keyID, key, resp.Raw) == nil {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: keys of %s from notary %s carry no valid signature of the notary", ErrBadResponse, resp.ServerName, notary)
+}
+
+// directKey is a notary's own key, from the cache or from the notary itself. It never asks
+// other notaries, so vouching cannot go round in circles.
+func (k *KeyRing) directKey(ctx context.Context, server string, keyID id.KeyID) (id.SigningKey, error) {
+	now := k.now()
+	k.mu.Lock()
+	if entry := k.known[server]; entry != nil {
+		if vk, ok := entry.keys[keyID]; ok && !vk.validUntil.Before(now) {
+			k.mu.Unlock()
+			return vk.key, nil
+		}
+	}
+	k.mu.Unlock()
+	resp, err := k.client.ServerKeys(ctx, server)
+	if err != nil {
+		return "", err
+	}
+	if err := checkKeyResponse(server, resp); err != nil {
+		return "", err
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	entry := k.known[server]
+	if entry == nil {
+		entry = &serverKeys{keys: make(map[id.KeyID]verifyKey)}
+		k.known[server] = entry
+	}
+	for kid, vk := range resp.VerifyKeys {
+		mergeKey(entry.keys, kid, verifyKey{key: vk.Key, validUntil: resp.ValidUntilTS.Time})
+	}
+	return entry.keys[keyID].key, nil
 }
 
 // checkKeyResponse accepts a key response only for the server asked about and only with a
