@@ -38,9 +38,10 @@ func newRoomSync(ns, name string, mutate ...func(*roomsyncv1alpha1.RoomSync)) *r
 	rs := &roomsyncv1alpha1.RoomSync{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
 		Spec: roomsyncv1alpha1.RoomSyncSpec{
-			Rooms: []roomsyncv1alpha1.Room{{ID: "!one:peer.invalid"}, {ID: "!two:peer.invalid"}},
-			// .invalid never resolves (RFC 6761): discovery fails at once, offline or not.
-			Peers: []roomsyncv1alpha1.Peer{{ServerName: "peer.invalid"}},
+			Rooms: []roomsyncv1alpha1.Room{{ID: "!one:127.0.0.1:1"}, {ID: "!two:127.0.0.1:1"}},
+			// An IP literal needs no DNS, and discovery refuses loopback: the peer fails at
+			// once, with no traffic leaving the machine.
+			Peers: []roomsyncv1alpha1.Peer{{ServerName: "127.0.0.1:1"}},
 		},
 	}
 	for _, m := range mutate {
@@ -114,11 +115,11 @@ func TestUnreachablePeersAreReported(t *testing.T) {
 		}
 	}
 	if len(got.Status.Peers) != 1 || got.Status.Peers[0].Healthy || got.Status.Peers[0].LastError == "" {
-		t.Errorf("peers %+v: want peer.invalid unhealthy with its error", got.Status.Peers)
+		t.Errorf("peers %+v: want 127.0.0.1:1 unhealthy with its error", got.Status.Peers)
 	}
 
 	// A spec change is a new generation: it is observed, and the status follows the spec.
-	got.Spec.Rooms = append(got.Spec.Rooms, roomsyncv1alpha1.Room{ID: "!three:peer.invalid"})
+	got.Spec.Rooms = append(got.Spec.Rooms, roomsyncv1alpha1.Room{ID: "!three:127.0.0.1:1"})
 	if err := k8sClient.Update(context.Background(), got); err != nil {
 		t.Fatal(err)
 	}
@@ -181,8 +182,8 @@ func TestInvalidPeerURLStallsWithoutRetry(t *testing.T) {
 	// The schema only checks the scheme; the reconciler finds the URL does not parse.
 	rs := newRoomSync(ns, "bad-url", func(rs *roomsyncv1alpha1.RoomSync) {
 		rs.Spec.Peers = []roomsyncv1alpha1.Peer{
-			{ServerName: "good.invalid", URL: "https://good.invalid:8448"},
-			{ServerName: "bad.invalid", URL: "https://[::1:8448/"},
+			{ServerName: "good.example", URL: "https://127.0.0.1:1"},
+			{ServerName: "bad.example", URL: "https://[::1:8448/"},
 		}
 	})
 	if err := k8sClient.Create(context.Background(), rs); err != nil {

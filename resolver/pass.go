@@ -181,9 +181,7 @@ func (p *pass) versionFromCreateEvent(ctx context.Context, head string) string {
 		if err != nil {
 			continue
 		}
-		for _, auth := range gjson.GetBytes(raw, "auth_events").Array() {
-			candidates = append(candidates, auth.Str)
-		}
+		candidates = append(candidates, federation.ReferencedIDs(raw, "auth_events")...)
 		for _, id := range candidates {
 			var createRaw json.RawMessage
 			err := p.request(ctx, peer, "event", func(ctx context.Context) error {
@@ -437,6 +435,7 @@ func (p *pass) request(ctx context.Context, peer, endpoint string, do func(conte
 	outcome, retryAfter := federation.Classify(err)
 	p.r.cfg.Peers.Record(peer, outcome, retryAfter, err)
 	p.r.cfg.Observer.Request(peer, endpoint, outcome, time.Since(start))
+	p.log.V(2).Info("Federation request", "peer", peer, "endpoint", endpoint, "took", time.Since(start).String())
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.res.Requests++

@@ -13,7 +13,7 @@ import (
 )
 
 func TestConvergesFromOnePeer(t *testing.T) {
-	for _, version := range []string{"10", "11", "12"} {
+	for _, version := range []string{"1", "2", "10", "11", "12"} {
 		t.Run("v"+version, func(t *testing.T) {
 			room := fixturepeer.MustGenerate(t, fixturepeer.RoomOptions{Seed: 1, Events: 600, Version: id.RoomVersion(version)})
 			peer := fixturepeer.Start(t, room)

@@ -5,6 +5,7 @@ import (
 	"encoding/json/v2"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/tidwall/gjson"
@@ -17,7 +18,7 @@ import (
 
 // supportedRoomVersions are the room versions whose events VerifyPDU can check, as offered
 // to peers in make_join.
-var supportedRoomVersions = []string{"3", "4", "5", "6", "7", "8", "9", "10", "11", "12"}
+var supportedRoomVersions = []string{"1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12"}
 
 // RejectReason says why a PDU was not stored. Rejections are counted by reason.
 type RejectReason string
@@ -70,8 +71,7 @@ func VerifyPDU(ctx context.Context, roomID, roomVersion string, raw []byte, keys
 		return store.Event{}, reject(RejectUnsupportedRoom, "", "room version %q is unknown", roomVersion)
 	}
 	if version.EventIDFormat() == id.EventIDFormatCustom {
-		// Room versions 1 and 2 carry their event IDs in the event and sign them differently.
-		return store.Event{}, reject(RejectUnsupportedRoom, "", "room version %s (explicit event IDs) is not supported", roomVersion)
+		return verifyV1PDU(ctx, roomID, version, raw, keys)
 	}
 
 	var p pdu.PDU
@@ -101,7 +101,17 @@ func VerifyPDU(ctx context.Context, roomID, roomVersion string, raw []byte, keys
 	if senderServer == "" {
 		return store.Event{}, reject(RejectMalformed, evID, "sender %q has no server name", p.Sender)
 	}
-	if r := verifySignatures(ctx, &p, version, evID, senderServer, keys); r != nil {
+	servers := []string{senderServer}
+	if p.Type == "m.room.member" && version.RestrictedJoins() {
+		if via := gjson.GetBytes(p.Content, "join_authorised_via_users_server"); via.Exists() && gjson.GetBytes(p.Content, "membership").Str == "join" {
+			if server := id.UserID(via.Str).Homeserver(); server != "" && server != senderServer {
+				servers = append(servers, server)
+			}
+		}
+	}
+	if r := verifySignatures(ctx, evID, servers, keys, func(server string, getKey pdu.GetKeyFunc) error {
+		return p.VerifySignature(version, server, getKey)
+	}); r != nil {
 		return store.Event{}, r
 	}
 
@@ -138,17 +148,9 @@ func VerifyPDU(ctx context.Context, roomID, roomVersion string, raw []byte, keys
 	}, nil
 }
 
-// verifySignatures checks the signatures the room version requires: the sender's server's,
-// and for a join authorised through another server (restricted rooms), that server's too.
-func verifySignatures(ctx context.Context, p *pdu.PDU, version id.RoomVersion, evID, senderServer string, keys KeyFunc) *Rejection {
-	servers := []string{senderServer}
-	if p.Type == "m.room.member" && version.RestrictedJoins() {
-		if via := gjson.GetBytes(p.Content, "join_authorised_via_users_server"); via.Exists() && gjson.GetBytes(p.Content, "membership").Str == "join" {
-			if server := id.UserID(via.Str).Homeserver(); server != "" && server != senderServer {
-				servers = append(servers, server)
-			}
-		}
-	}
+// verifySignatures checks each server's signature with verify, telling a key that could not be
+// fetched (retried later) from a signature that is wrong (a lie).
+func verifySignatures(ctx context.Context, evID string, servers []string, keys KeyFunc, verify func(string, pdu.GetKeyFunc) error) *Rejection {
 	for _, server := range servers {
 		getKey := func(serverName string, keyID id.KeyID, minValidUntil time.Time) (id.SigningKey, time.Time, error) {
 			key, until, err := keys(ctx, serverName, keyID, minValidUntil)
@@ -157,7 +159,7 @@ func verifySignatures(ctx context.Context, p *pdu.PDU, version id.RoomVersion, e
 			}
 			return key, until, nil
 		}
-		if err := p.VerifySignature(version, server, getKey); err != nil {
+		if err := verify(server, getKey); err != nil {
 			if errors.Is(err, errKeyFetch) {
 				return reject(RejectKeyUnavailable, evID, "verify signature of %s: %w", server, err)
 			}
@@ -165,4 +167,60 @@ func verifySignatures(ctx context.Context, p *pdu.PDU, version id.RoomVersion, e
 		}
 	}
 	return nil
+}
+
+// verifyV1PDU checks a PDU of room version 1 or 2, which carries its event ID: the ID is
+// covered by the signatures, which the room version requires from the sender's server and
+// from the server that minted the ID.
+func verifyV1PDU(ctx context.Context, roomID string, version id.RoomVersion, raw []byte, keys KeyFunc) (store.Event, *Rejection) {
+	var p pdu.RoomV1PDU
+	if err := json.Unmarshal(raw, &p); err != nil {
+		return store.Event{}, reject(RejectMalformed, "", "parse PDU: %w", err)
+	}
+	evID := string(p.EventID)
+	_, idServer, ok := strings.Cut(evID, ":")
+	if !strings.HasPrefix(evID, "$") || !ok || idServer == "" {
+		return store.Event{}, reject(RejectMalformed, evID, "event ID %q is not $opaque:server", evID)
+	}
+	if p.Type == "" || p.Sender == "" || p.Depth < 0 {
+		return store.Event{}, reject(RejectMalformed, evID, "PDU lacks type or sender, or has a negative depth")
+	}
+	if string(p.RoomID) != roomID {
+		return store.Event{}, reject(RejectWrongRoom, evID, "event of room %q, want %q", p.RoomID, roomID)
+	}
+	senderServer := p.Sender.Homeserver()
+	if senderServer == "" {
+		return store.Event{}, reject(RejectMalformed, evID, "sender %q has no server name", p.Sender)
+	}
+	servers := []string{senderServer}
+	if idServer != senderServer {
+		servers = append(servers, idServer)
+	}
+	if r := verifySignatures(ctx, evID, servers, keys, func(server string, getKey pdu.GetKeyFunc) error {
+		return p.VerifySignature(version, server, getKey)
+	}); r != nil {
+		return store.Event{}, r
+	}
+	redacted := false
+	if !p.VerifyContentHash() {
+		p.Redact(version)
+		redacted = true
+	}
+	p.Unsigned = nil
+	canonical, err := canonicaljson.Marshal(&p)
+	if err != nil {
+		return store.Event{}, reject(RejectMalformed, evID, "re-encode PDU: %w", err)
+	}
+	prevs := make([]string, len(p.PrevEvents))
+	for i, prev := range p.PrevEvents {
+		prevs[i] = string(prev.ID)
+		if prevs[i] == evID {
+			return store.Event{}, reject(RejectInconsistentSelf, evID, "event lists itself as a prev event")
+		}
+	}
+	return store.Event{
+		ID: evID, RoomID: roomID, Depth: p.Depth, OriginServerTS: p.OriginServerTS, Type: p.Type,
+		StateKey: p.StateKey, Sender: string(p.Sender), Origin: senderServer, PrevEvents: prevs,
+		Raw: canonical, Redacted: redacted,
+	}, nil
 }

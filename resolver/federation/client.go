@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/tidwall/gjson"
 	"go.mau.fi/util/exhttp"
 	"maunium.net/go/mautrix"
 	mfed "maunium.net/go/mautrix/federation"
@@ -172,13 +173,25 @@ func (c *Client) JoinTemplate(ctx context.Context, peer, roomID, userID string, 
 	if resp == nil || len(resp.Event) == 0 {
 		return "", nil, fmt.Errorf("%w: /make_join gave no event", ErrBadResponse)
 	}
-	var template struct {
-		PrevEvents []string `json:"prev_events"`
+	if !gjson.ValidBytes(resp.Event) {
+		return "", nil, fmt.Errorf("%w: /make_join event is not JSON", ErrBadResponse)
 	}
-	if err := json.Unmarshal(resp.Event, &template); err != nil {
-		return "", nil, fmt.Errorf("%w: /make_join event: %w", ErrBadResponse, err)
+	return string(resp.RoomVersion), ReferencedIDs(resp.Event, "prev_events"), nil
+}
+
+// ReferencedIDs reads the event IDs of a PDU's prev_events or auth_events, which room
+// versions 1 and 2 write as [ID, hashes] pairs and later versions as plain IDs.
+func ReferencedIDs(pdu []byte, field string) []string {
+	var ids []string
+	for _, ref := range gjson.GetBytes(pdu, field).Array() {
+		if ref.IsArray() {
+			ref = ref.Get("0")
+		}
+		if ref.Type == gjson.String && ref.Str != "" {
+			ids = append(ids, ref.Str)
+		}
 	}
-	return string(resp.RoomVersion), template.PrevEvents, nil
+	return ids
 }
 
 // ServerKeys fetches server's own signing keys from it (/_matrix/key/v2/server).

@@ -10,10 +10,10 @@
 //     and lies (wrong, foreign, stripped, badly signed or mis-identified events) that can be
 //     switched while the peer runs, and per-endpoint request counters.
 //
-// Origin servers are named with the reserved ".invalid" top-level domain (RFC 6761), e.g.
-// "origin-a.invalid": server discovery for them fails at once with NXDOMAIN, so a resolver
-// that tries an origin directly for its key falls back on the peers, which serve every
-// origin's key as notaries (self-signed by the origin and signed by the peer). Origin keys
+// Origin servers are named by IP literals on closed loopback ports ("127.0.0.1:1", see
+// [DefaultOrigins]): asking one directly for its key fails at once and without any DNS
+// lookup, so a resolver falls back on the peers, which serve every origin's key as notaries
+// (self-signed by the origin and signed by the peer). Origin keys
 // are derived from the origin's name ([OriginKey]), so every room and every peer agrees on
 // them.
 //

@@ -354,8 +354,8 @@ func (p *Peer) makeJoin(req *http.Request, _ []lieState) (int, any) {
 			"content":          map[string]any{"membership": "join"},
 			"depth":            depth + 1,
 			"origin_server_ts": time.Now().UnixMilli(),
-			"auth_events":      r.ids(auth),
-			"prev_events":      r.ids(prev),
+			"auth_events":      r.References(auth),
+			"prev_events":      r.References(prev),
 		},
 	}
 }

@@ -893,7 +893,7 @@ func naiveSync(t *testing.T, c *federation.Client, r *Room, peers []*Peer, start
 }
 
 // TestOriginNamesFailFast checks the premise of the origin naming scheme on this machine:
-// discovery for an origin ("origin-a.invalid") fails at once, so a resolver that asks an
+// discovery for an origin (127.0.0.1:1, a closed port) fails at once, so a resolver that asks an
 // origin directly for its key moves on to the notaries without waiting for a timeout.
 func TestOriginNamesFailFast(t *testing.T) {
 	c := federation.NewClient(ourName, federation.GenerateSigningKey(), nil, exhttp.ClientSettings{DialTimeout: 5 * time.Second})

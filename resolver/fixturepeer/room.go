@@ -23,7 +23,11 @@ import (
 )
 
 // DefaultOrigins are the origin servers of a generated room when RoomOptions.Origins is empty.
-var DefaultOrigins = []string{"origin-a.invalid", "origin-b.invalid", "origin-c.invalid"}
+// They are IP literals on closed loopback ports: server discovery for them needs no DNS (a
+// lookup would leave the machine, and a lost UDP answer costs the resolver's 5 s timeout),
+// and a client that refuses loopback, as the resolver does for discovered servers, fails at
+// once; one that allows it gets "connection refused" at once.
+var DefaultOrigins = []string{"127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"}
 
 // DefaultBaseTS is the start of a generated room's timeline when RoomOptions.BaseTS is zero:
 // 2024-01-01T00:00:00Z. Events are 1 ms to 2 s apart.
@@ -40,7 +44,9 @@ type RoomOptions struct {
 	// Events is the total number of events, the initial state (5 events) included.
 	// Default 100; at least 5.
 	Events int
-	// Version is the room version: "10", "11" (default) or "12".
+	// Version is the room version: "1" or "2" (event IDs carried in the events, prev and auth
+	// events as [ID, hashes] pairs; lies are not available for them), "10", "11" (default)
+	// or "12".
 	Version id.RoomVersion
 	// Origins are the servers whose users send events. The creator is on the first.
 	// Default DefaultOrigins. Names must be valid server names.
@@ -87,9 +93,9 @@ func (o RoomOptions) withDefaults() (RoomOptions, error) {
 		o.Version = id.RoomV11
 	}
 	switch o.Version {
-	case id.RoomV10, id.RoomV11, id.RoomV12:
+	case id.RoomV1, id.RoomV2, id.RoomV10, id.RoomV11, id.RoomV12:
 	default:
-		return o, fmt.Errorf("fixturepeer: room version %q not supported (10, 11, 12)", o.Version)
+		return o, fmt.Errorf("fixturepeer: room version %q not supported (1, 2, 10, 11, 12)", o.Version)
 	}
 	if len(o.Origins) == 0 {
 		o.Origins = DefaultOrigins
@@ -159,12 +165,15 @@ type Room struct {
 	// Options are the effective options (defaults filled in).
 	Options RoomOptions
 
-	byID     map[id.EventID]int32
-	prev     [][]int32
-	heads    []int32
-	members  map[id.UserID]int32
-	powerIdx int32
-	rulesIdx int32
+	byID map[id.EventID]int32
+	prev [][]int32
+	// references are how events refer to each event: its ID, with its reference hash in room
+	// versions 1 and 2.
+	references []pdu.V1EventReference
+	heads      []int32
+	members    map[id.UserID]int32
+	powerIdx   int32
+	rulesIdx   int32
 }
 
 // EventSet is a set of event IDs.
@@ -286,6 +295,24 @@ func (r *Room) Stats() Stats {
 	return s
 }
 
+// refs are the events' references as room versions 1 and 2 spell them.
+func (r *Room) refs(idx []int32) []pdu.V1EventReference {
+	out := make([]pdu.V1EventReference, len(idx))
+	for i, x := range idx {
+		out[i] = r.references[x]
+	}
+	return out
+}
+
+// References renders prev or auth events for the room's version: IDs, or [ID, hashes] pairs
+// in room versions 1 and 2.
+func (r *Room) References(idx []int32) any {
+	if r.Version.EventIDFormat() == id.EventIDFormatCustom {
+		return r.refs(idx)
+	}
+	return r.ids(idx)
+}
+
 func (r *Room) ids(idx []int32) []id.EventID {
 	out := make([]id.EventID, len(idx))
 	for i, x := range idx {
@@ -345,7 +372,7 @@ func Generate(opts RoomOptions) (*Room, error) {
 			prev:    make([][]int32, 0, o.Events),
 			members: make(map[id.UserID]int32),
 		},
-		pdus: make([]*pdu.PDU, 0, o.Events),
+		pdus: make([]pdu.AnyPDU, 0, o.Events),
 	}
 	if err := g.run(); err != nil {
 		return nil, err
@@ -360,7 +387,7 @@ type generator struct {
 	o    RoomOptions
 	rng  *rand.Rand
 	room *Room
-	pdus []*pdu.PDU
+	pdus []pdu.AnyPDU
 	ts   int64
 
 	tips      []int32 // open branches (forward extremities so far)
@@ -392,12 +419,7 @@ func (g *generator) run() error {
 	creator := g.user(0)
 	g.users = append(g.users, creator)
 	if !v.RoomIDIsCreateEventID() {
-		const letters = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-		local := make([]byte, 18)
-		for i := range local {
-			local[i] = letters[g.rng.IntN(len(letters))]
-		}
-		g.room.ID = id.RoomID("!" + string(local) + ":" + g.o.Origins[0])
+		g.room.ID = id.RoomID("!" + g.randomLocal(18) + ":" + g.o.Origins[0])
 	}
 
 	createContent := map[string]any{"room_version": string(v)}
@@ -603,35 +625,68 @@ func (g *generator) add(typ string, stateKey *string, sender id.UserID, content 
 	} else {
 		g.ts += g.rng.Int64N(24 * 3600 * 1000)
 	}
-	p := &pdu.PDU{
-		AuthEvents:     r.ids(auth),
-		Content:        jsontext.Value(content),
-		Depth:          depth,
-		OriginServerTS: g.ts,
-		PrevEvents:     r.ids(prev),
-		RoomID:         r.ID,
-		Sender:         sender,
-		StateKey:       stateKey,
-		Type:           typ,
-	}
-	if err := p.FillContentHash(); err != nil {
-		return 0, fmt.Errorf("fixturepeer: content hash: %w", err)
-	}
-	evID, err := p.GetEventID(g.o.Version)
-	if err != nil {
-		return 0, fmt.Errorf("fixturepeer: event ID: %w", err)
-	}
-	if typ == "m.room.create" && g.o.Version.RoomIDIsCreateEventID() {
-		if r.ID, err = p.GetRoomID(); err != nil {
-			return 0, fmt.Errorf("fixturepeer: room ID: %w", err)
+	var p pdu.AnyPDU
+	var evID id.EventID
+	var ref pdu.V1EventReference
+	if g.o.Version.EventIDFormat() == id.EventIDFormatCustom {
+		// Room versions 1 and 2: the sender's server mints the ID, and references carry the
+		// referenced event's reference hash.
+		evID = id.EventID(fmt.Sprintf("$%d%s:%s", idx, g.randomLocal(12), sender.Homeserver()))
+		v1 := &pdu.RoomV1PDU{
+			AuthEvents:     r.refs(auth),
+			Content:        jsontext.Value(content),
+			Depth:          depth,
+			EventID:        evID,
+			OriginServerTS: g.ts,
+			PrevEvents:     r.refs(prev),
+			RoomID:         r.ID,
+			Sender:         sender,
+			StateKey:       stateKey,
+			Type:           typ,
 		}
+		if err := v1.FillContentHash(); err != nil {
+			return 0, fmt.Errorf("fixturepeer: content hash: %w", err)
+		}
+		hash, err := v1.GetReferenceHash(g.o.Version)
+		if err != nil {
+			return 0, fmt.Errorf("fixturepeer: reference hash: %w", err)
+		}
+		ref = pdu.V1EventReference{ID: evID, Hashes: pdu.Hashes{SHA256: hash[:]}}
+		p = v1
+	} else {
+		v3 := &pdu.PDU{
+			AuthEvents:     r.ids(auth),
+			Content:        jsontext.Value(content),
+			Depth:          depth,
+			OriginServerTS: g.ts,
+			PrevEvents:     r.ids(prev),
+			RoomID:         r.ID,
+			Sender:         sender,
+			StateKey:       stateKey,
+			Type:           typ,
+		}
+		if err := v3.FillContentHash(); err != nil {
+			return 0, fmt.Errorf("fixturepeer: content hash: %w", err)
+		}
+		var err error
+		if evID, err = v3.GetEventID(g.o.Version); err != nil {
+			return 0, fmt.Errorf("fixturepeer: event ID: %w", err)
+		}
+		if typ == "m.room.create" && g.o.Version.RoomIDIsCreateEventID() {
+			if r.ID, err = v3.GetRoomID(); err != nil {
+				return 0, fmt.Errorf("fixturepeer: room ID: %w", err)
+			}
+		}
+		ref = pdu.V1EventReference{ID: evID}
+		p = v3
 	}
 	if _, dup := r.byID[evID]; dup {
 		return 0, fmt.Errorf("fixturepeer: duplicate event ID %s", evID)
 	}
+	r.references = append(r.references, ref)
 	r.Events = append(r.Events, &Event{
 		ID: evID, Index: int(idx), Depth: depth, TS: g.ts, Type: typ, StateKey: stateKey,
-		Sender: sender, Origin: sender.Homeserver(), Prev: p.PrevEvents, Auth: p.AuthEvents,
+		Sender: sender, Origin: sender.Homeserver(), Prev: r.ids(prev), Auth: r.ids(auth),
 	})
 	r.byID[evID] = idx
 	r.prev = append(r.prev, slices.Clone(prev))
@@ -671,6 +726,16 @@ func (g *generator) sign() error {
 	wg.Wait()
 	g.pdus = nil
 	return errors.Join(errs...)
+}
+
+// randomLocal is n letters from the seeded generator, for room and event ID localparts.
+func (g *generator) randomLocal(n int) string {
+	const letters = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	local := make([]byte, n)
+	for i := range local {
+		local[i] = letters[g.rng.IntN(len(letters))]
+	}
+	return string(local)
 }
 
 func ptr(s string) *string { return &s }
