@@ -21,6 +21,9 @@ func TestMainExitCodes(t *testing.T) {
 	emptyKey := filepath.Join(dir, "empty.key")
 	writeFile(t, emptyKey, "\n# nothing\n")
 	storeURL := "sqlite://" + filepath.Join(dir, "store.db")
+	// A kubeconfig that parses; nothing connects to it before the identity is checked.
+	kubeconfig := filepath.Join(dir, "ok.kubeconfig")
+	writeFile(t, kubeconfig, "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {server: 'https://127.0.0.1:1'}\ncontexts:\n- name: c\n  context: {cluster: c, user: u}\ncurrent-context: c\nusers:\n- name: u\n  user: {token: t}\n")
 	identity := []string{"--store", storeURL, "--server-name", "us.example", "--signing-key", keyFile}
 	with := func(base []string, extra ...string) []string { return append(append([]string{}, base...), extra...) }
 	syncBase := with(append([]string{"sync"}, identity...), "--peer", "peer.example", "--room", "!r:peer.example")
@@ -41,6 +44,9 @@ func TestMainExitCodes(t *testing.T) {
 		{"bad selector", with(append([]string{"manager"}, identity...), "--selector", "a in (b"), ExitBadInput, "--selector"},
 		{"unreadable kubeconfig", with(append([]string{"manager"}, identity...), "--kubeconfig", badKubeconfig), ExitBadInput, "load kubeconfig"},
 		{"manager help", []string{"manager", "-h"}, ExitOK, "-leader-elect"},
+		{"manager malformed key", with(append([]string{"manager", "--kubeconfig", kubeconfig}, identity...), "--signing-key", badKey), ExitBadInput, "invalid private key"},
+		{"manager bad store", with(append([]string{"manager", "--kubeconfig", kubeconfig}, identity...), "--store", "sqlite://"), ExitBadInput, "store"},
+		{"manager listen in use", with(append([]string{"manager", "--kubeconfig", kubeconfig}, identity...), "--listen", "127.0.0.1:-1"), ExitBadInput, "--listen"},
 		{"keygen", []string{"keygen"}, ExitOK, "ed25519 "},
 		{"keygen with arguments", []string{"keygen", "x"}, ExitBadInput, "unexpected arguments"},
 		{"sync without peers", with(append([]string{"sync"}, identity...), "--room", "!r:x"), ExitBadInput, "at least one --peer"},

@@ -97,15 +97,16 @@ func loadSigningKey(path string) (*mfed.SigningKey, error) {
 	return nil, fmt.Errorf("signing key %s: the file holds no key (make one with `roomsync keygen`)", path)
 }
 
-// keyServer serves our key on --listen until ctx ends. It binds before returning, so a bad
-// address fails at once rather than in the background.
-func (o *identityOptions) keyServer(key *mfed.SigningKey, version string) (stop func(), err error) {
+// keyServer serves our key on --listen until stop is called, and returns the address it
+// bound. It binds before returning, so a bad address fails at once rather than in the
+// background.
+func (o *identityOptions) keyServer(key *mfed.SigningKey, version string) (addr string, stop func(), err error) {
 	if o.listen == "" {
-		return func() {}, nil
+		return "", func() {}, nil
 	}
 	ln, err := net.Listen("tcp", o.listen)
 	if err != nil {
-		return nil, fmt.Errorf("--listen %s: %w", o.listen, err)
+		return "", nil, fmt.Errorf("--listen %s: %w", o.listen, err)
 	}
 	srv := &http.Server{
 		Handler:           federation.NewKeyServer(o.serverName, key, version),
@@ -122,10 +123,10 @@ func (o *identityOptions) keyServer(key *mfed.SigningKey, version string) (stop 
 	// A bad certificate makes ServeTLS return at once: give it a moment to say so.
 	select {
 	case err := <-errc:
-		return nil, fmt.Errorf("serve key on %s: %w", o.listen, err)
+		return "", nil, fmt.Errorf("serve key on %s: %w", o.listen, err)
 	case <-time.After(50 * time.Millisecond):
 	}
-	return func() {
+	return ln.Addr().String(), func() {
 		shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = srv.Shutdown(shutdownCtx)

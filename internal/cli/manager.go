@@ -1,10 +1,14 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"k8s.io/apimachinery/pkg/labels"
@@ -108,13 +112,17 @@ func runManager(args []string, _, stderr io.Writer) int {
 	if err != nil {
 		return badInput(stderr, fs, err)
 	}
-	ctx := ctrl.SetupSignalHandler()
+	// Not ctrl.SetupSignalHandler, which may be called once a process: the first SIGTERM or
+	// Ctrl-C stops the manager cleanly, and restores the default so that a second one kills it.
+	ctx, stopSignals := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stopSignals()
+	go func() { <-ctx.Done(); stopSignals() }()
 	st, err := store.Open(ctx, opts.storeURL)
 	if err != nil {
 		return badInput(stderr, fs, err)
 	}
 	defer st.Close()
-	stopKeyServer, err := opts.keyServer(key, Version)
+	_, stopKeyServer, err := opts.keyServer(key, Version)
 	if err != nil {
 		return badInput(stderr, fs, err)
 	}

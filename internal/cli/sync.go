@@ -170,7 +170,7 @@ func runSync(args []string, stdout, stderr io.Writer) int {
 	}
 	defer st.Close()
 
-	stopKeyServer, err := opts.keyServer(key, Version)
+	_, stopKeyServer, err := opts.keyServer(key, Version)
 	if err != nil {
 		return badInput(stderr, fs, err)
 	}

@@ -1,0 +1,41 @@
+package cli
+
+import (
+	"encoding/json"
+	"net/http"
+	"path/filepath"
+	"testing"
+
+	mfed "maunium.net/go/mautrix/federation"
+)
+
+// TestKeyServerPlainHTTP serves our key without TLS, as behind an ingress, and checks a peer
+// would get a self-signed response for our name.
+func TestKeyServerPlainHTTP(t *testing.T) {
+	key := mfed.GenerateSigningKey()
+	opts := identityOptions{serverName: "archive.example", listen: "127.0.0.1:0"}
+	addr, stop, err := opts.keyServer(key, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	resp, err := http.Get("http://" + addr + "/_matrix/key/v2/server")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var keys mfed.ServerKeyResponse
+	if err := json.NewDecoder(resp.Body).Decode(&keys); err != nil {
+		t.Fatal(err)
+	}
+	if keys.ServerName != "archive.example" || keys.VerifyKeys[key.ID].Key != key.Pub {
+		t.Errorf("served %+v", keys)
+	}
+
+	// A certificate that does not load fails at start, not later.
+	bad := identityOptions{serverName: "x", listen: "127.0.0.1:0",
+		tlsCert: filepath.Join(t.TempDir(), "none.crt"), tlsKey: filepath.Join(t.TempDir(), "none.key")}
+	if _, _, err := bad.keyServer(key, "test"); err == nil {
+		t.Error("a missing certificate was accepted")
+	}
+}
