@@ -77,14 +77,15 @@ func applyResults(obj *roomsyncv1alpha1.RoomSync, results []resolver.RoomResult,
 		if r.RoomVersion != "" {
 			st.RoomVersion = r.RoomVersion
 		}
+		// A pass that failed before reading the room back leaves what was known of it.
 		if r.Room.ID != "" {
 			st.Events = r.Room.Events
 			st.ForwardExtremities = int32(min(r.Room.ForwardExtremities, math.MaxInt32))
 			st.EarliestDepth = r.Room.MinDepth
 			st.LatestDepth = r.Room.MaxDepth
+			st.Gaps = int64(r.Gaps + len(r.UnknownHeads))
+			st.Unfillable = int64(r.Unfillable)
 		}
-		st.Gaps = int64(r.Gaps + len(r.UnknownHeads))
-		st.Unfillable = int64(r.Unfillable)
 		st.Converged = r.Converged
 		st.LastSyncTime = &now
 		st.LastError = ""
@@ -120,16 +121,26 @@ func decide(obj *roomsyncv1alpha1.RoomSync, results []resolver.RoomResult, peers
 		return ctrl.Result{RequeueAfter: jitter(interval)}, nil
 	}
 
-	answered, progress := false, false
+	answered, progress, more := false, false, false
 	for _, r := range results {
 		answered = answered || r.PeersAnswered > 0
-		progress = progress || r.Stored > 0 || r.BudgetExhausted
+		progress = progress || r.Stored > 0
+		more = more || r.BudgetExhausted
 	}
 	if !answered {
 		var errs []string
 		for _, p := range peers {
 			if p.LastError != "" {
 				errs = append(errs, p.ServerName+": "+truncate(p.LastError, 200))
+			}
+		}
+		if len(errs) == 0 {
+			// No peer error recorded: the pass failed on our side (the store, say).
+			for _, r := range results {
+				if r.Err != nil {
+					errs = append(errs, truncate(r.Err.Error(), 200))
+					break
+				}
 			}
 		}
 		// Come back when the first peer's back-off ends, which is when a request can go out.
@@ -144,10 +155,17 @@ func decide(obj *roomsyncv1alpha1.RoomSync, results []resolver.RoomResult, peers
 		}
 	}
 	msg := fmt.Sprintf("%d of %d rooms converged, %d gaps left", s.ConvergedRooms, s.Rooms, s.Gaps)
-	if progress {
+	if more {
+		// A pass stopped at its budget with work left: go on at once.
 		setCondition(obj, roomsyncv1alpha1.ReadyCondition, metav1.ConditionFalse, roomsyncv1alpha1.ReasonSyncing, msg)
 		setCondition(obj, roomsyncv1alpha1.ReconcilingCondition, metav1.ConditionTrue, roomsyncv1alpha1.ReasonSyncing, msg)
 		return ctrl.Result{RequeueAfter: time.Second}, nil
+	}
+	if progress {
+		// Progress without a full budget: the rest waits on peers or gap back-offs.
+		setCondition(obj, roomsyncv1alpha1.ReadyCondition, metav1.ConditionFalse, roomsyncv1alpha1.ReasonSyncing, msg)
+		setCondition(obj, roomsyncv1alpha1.ReconcilingCondition, metav1.ConditionTrue, roomsyncv1alpha1.ReasonSyncing, msg)
+		return ctrl.Result{RequeueAfter: jitter(min(interval/10, 10*time.Second))}, nil
 	}
 	if s.Unfillable > 0 {
 		msg = fmt.Sprintf("%s; %d gaps no peer could fill, retried with back-off", msg, s.Unfillable)

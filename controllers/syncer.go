@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -42,8 +43,10 @@ type Syncer struct {
 	sessions map[types.NamespacedName]*session
 }
 
-// session is what a RoomSync's passes share while its spec does not change.
+// session is what a RoomSync's passes share while its spec does not change. The UID tells a
+// RoomSync deleted and created again under the same name from the one before.
 type session struct {
+	uid        types.UID
 	generation int64
 	client     *federation.Client
 	resolver   *resolver.Resolver
@@ -54,7 +57,7 @@ func (s *Syncer) resolverFor(obj *roomsyncv1alpha1.RoomSync) (*resolver.Resolver
 	key := types.NamespacedName{Namespace: obj.Namespace, Name: obj.Name}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if sess, ok := s.sessions[key]; ok && sess.generation == obj.Generation {
+	if sess, ok := s.sessions[key]; ok && sess.generation == obj.Generation && sess.uid == obj.UID {
 		return sess.resolver, nil
 	}
 	if old, ok := s.sessions[key]; ok {
@@ -111,7 +114,7 @@ func (s *Syncer) resolverFor(obj *roomsyncv1alpha1.RoomSync) (*resolver.Resolver
 	if s.sessions == nil {
 		s.sessions = map[types.NamespacedName]*session{}
 	}
-	s.sessions[key] = &session{generation: obj.Generation, client: client, resolver: res}
+	s.sessions[key] = &session{uid: obj.UID, generation: obj.Generation, client: client, resolver: res}
 	return res, nil
 }
 
@@ -139,12 +142,26 @@ func (s *Syncer) Sync(ctx context.Context, obj *roomsyncv1alpha1.RoomSync) ([]re
 		ctx, cancel = context.WithTimeout(ctx, s.PassTimeout)
 		defer cancel()
 	}
+	rooms := roomsBySyncAge(obj)
+	results := res.SyncRooms(ctx, rooms, historyOf(obj.Spec.History), max(1, s.RoomConcurrency))
+	return results, res.Peers().Status(), nil
+}
+
+// roomsBySyncAge lists the spec's rooms, those never synced or synced longest ago first: when
+// a pass runs out of time, the next one starts with the rooms it did not reach.
+func roomsBySyncAge(obj *roomsyncv1alpha1.RoomSync) []string {
+	last := make(map[string]time.Time, len(obj.Status.Rooms))
+	for _, st := range obj.Status.Rooms {
+		if st.LastSyncTime != nil {
+			last[st.ID] = st.LastSyncTime.Time
+		}
+	}
 	rooms := make([]string, len(obj.Spec.Rooms))
 	for i, room := range obj.Spec.Rooms {
 		rooms[i] = room.ID
 	}
-	results := res.SyncRooms(ctx, rooms, historyOf(obj.Spec.History), max(1, s.RoomConcurrency))
-	return results, res.Peers().Status(), nil
+	slices.SortStableFunc(rooms, func(a, b string) int { return last[a].Compare(last[b]) })
+	return rooms
 }
 
 func limitsOf(l *roomsyncv1alpha1.SyncLimits) resolver.Limits {

@@ -58,6 +58,14 @@ func (p *pass) store(ctx context.Context, peer string, raws []json.RawMessage, e
 	if err != nil {
 		return nil, false, fmt.Errorf("store %d events from %s: %w", len(events), peer, err)
 	}
+	for _, ev := range events {
+		if ev.Type == "m.room.create" && ev.StateKey != nil && *ev.StateKey == "" {
+			// The create event verified under the version in use: now the version is known.
+			if err := p.r.cfg.Store.EnsureRoom(ctx, p.roomID, p.version, ev.ID); err != nil {
+				return nil, false, fmt.Errorf("record room version %s: %w", p.version, err)
+			}
+		}
+	}
 	n := result.New + result.Upgraded
 	p.res.Stored += n
 	p.budget -= n

@@ -2,6 +2,7 @@ package resolver_test
 
 import (
 	"context"
+	"crypto/x509"
 	"os"
 	"path/filepath"
 	"testing"
@@ -28,9 +29,25 @@ type harness struct {
 	room  *fixturepeer.Room
 }
 
-type harnessOption func(*resolver.Config)
+// harnessOption adjusts the resolver's configuration or its federation client's.
+type harnessOption func(*resolver.Config, *federation.Options)
 
-func withLimits(l resolver.Limits) harnessOption { return func(c *resolver.Config) { c.Limits = l } }
+func withLimits(l resolver.Limits) harnessOption {
+	return func(c *resolver.Config, _ *federation.Options) { c.Limits = l }
+}
+
+// withOrigin routes an origin server's name to a URL whose certificate is checked against
+// roots: an origin the resolver reaches itself over verified TLS.
+func withOrigin(name, url string, roots *x509.CertPool) harnessOption {
+	return func(_ *resolver.Config, o *federation.Options) {
+		ep, err := federation.ParseEndpoint(url, false)
+		if err != nil {
+			panic(err)
+		}
+		o.Endpoints[name] = ep
+		o.RootCAs = roots
+	}
+}
 
 func newHarness(t *testing.T, room *fixturepeer.Room, peers []*fixturepeer.Peer, opts ...harnessOption) *harness {
 	t.Helper()
@@ -55,25 +72,26 @@ func newHarnessOnStore(t *testing.T, room *fixturepeer.Room, peers []*fixturepee
 		endpoints[p.ServerName()] = ep
 		names = append(names, p.ServerName())
 	}
-	client, err := federation.NewClient(federation.Options{
+	clientOpts := federation.Options{
 		ServerName: ourServer, Key: mfed.GenerateSigningKey(), Endpoints: endpoints, RequestTimeout: 5 * time.Second,
-	})
-	if err != nil {
-		t.Fatal(err)
 	}
-	t.Cleanup(client.Close)
 	peerSet := resolver.NewPeerSet(names)
 	cfg := resolver.Config{
 		Store:      st,
-		Client:     client,
-		Keys:       federation.NewKeyRing(client, peerSet.Available).WithKeyStore(resolver.KeyStoreOf(st)).Key,
 		Peers:      peerSet,
 		JoinUserID: "@roomsync:" + ourServer,
 		Log:        testLogger(t),
 	}
 	for _, o := range opts {
-		o(&cfg)
+		o(&cfg, &clientOpts)
 	}
+	client, err := federation.NewClient(clientOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(client.Close)
+	cfg.Client = client
+	cfg.Keys = federation.NewKeyRing(client, peerSet.Available).WithKeyStore(resolver.KeyStoreOf(st)).Key
 	res, err := resolver.New(cfg)
 	if err != nil {
 		t.Fatal(err)

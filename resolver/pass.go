@@ -28,6 +28,9 @@ const (
 // keeps answering uselessly cannot hold a pass forever.
 const maxRequestsPerEvent = 1
 
+// maxHeadsPerPeer caps the heads taken from one peer's answer; the rest wait for next pass.
+const maxHeadsPerPeer = 50
+
 // errNoRoomVersion: no peer told us the room version, so no event can be verified.
 var errNoRoomVersion = errors.New("room version unknown: no peer answered make_join and no create event is stored")
 
@@ -39,14 +42,23 @@ type pass struct {
 	log    logr.Logger
 	res    RoomResult
 
-	version string
-	budget  int
+	version     string
+	budget      int
+	maxRequests int
 
 	// mu guards the request counters of res, which concurrent head requests update.
 	mu sync.Mutex
 }
 
+// requestsLeft is how many more requests the pass may make.
+func (p *pass) requestsLeft() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.maxRequests - p.res.Requests
+}
+
 func (p *pass) run(ctx context.Context) error {
+	p.maxRequests = max(100, p.budget*maxRequestsPerEvent)
 	st := p.r.cfg.Store
 	room, err := st.Room(ctx, p.roomID)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
@@ -60,16 +72,20 @@ func (p *pass) run(ctx context.Context) error {
 
 	heads, version := p.discoverHeads(ctx)
 	if p.version == "" {
+		// A peer's word, used for this pass only: the version is recorded once the create
+		// event verifies under it (see store), so a peer that names a wrong one cannot wedge
+		// the room.
 		p.version = version
 	}
 	if p.version == "" && len(heads) > 0 {
-		p.version = p.versionFromCreateEvent(ctx, heads[0])
+		if p.version = p.versionFromCreateEvent(ctx, heads[0]); p.version != "" {
+			if err := st.EnsureRoom(ctx, p.roomID, p.version, ""); err != nil {
+				return fmt.Errorf("record room version: %w", err)
+			}
+		}
 	}
 	if p.version == "" {
 		return errNoRoomVersion
-	}
-	if err := st.EnsureRoom(ctx, p.roomID, p.version, ""); err != nil {
-		return fmt.Errorf("record room version: %w", err)
 	}
 
 	unknown, err := p.missing(ctx, heads)
@@ -144,6 +160,10 @@ func (p *pass) peerHeads(ctx context.Context, peer string) (a headsAnswer) {
 	})
 	if err == nil {
 		a.ok = true
+		// A peer cannot make us fetch without bound: a healthy room has a few extremities.
+		if len(a.heads) > maxHeadsPerPeer {
+			a.heads = a.heads[:maxHeadsPerPeer]
+		}
 		return a
 	}
 	if ctx.Err() != nil {
@@ -232,6 +252,9 @@ func (p *pass) fetchEvents(ctx context.Context, ids []string) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		if p.requestsLeft() <= 0 {
+			return nil
+		}
 		for _, peer := range p.r.cfg.Peers.Available() {
 			var raw json.RawMessage
 			err := p.request(ctx, peer, "event", func(ctx context.Context) error {
@@ -291,8 +314,7 @@ func (p *pass) closeForwardGap(ctx context.Context, earliest, latest []string) e
 // backfill fills backward extremities, a few at a time, from the peers in order, until none
 // is due within the history bound or the budget is spent.
 func (p *pass) backfill(ctx context.Context) error {
-	maxRequests := max(100, p.budget*maxRequestsPerEvent)
-	for p.budget > 0 && p.res.Requests < maxRequests {
+	for p.budget > 0 && p.requestsLeft() > 0 {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -328,6 +350,7 @@ func (p *pass) fill(ctx context.Context, exts []store.BackwardExtremity) error {
 	}
 	limit := min(p.r.cfg.Limits.BackfillLimit, max(p.budget, 1))
 	var lastErr error
+	var refusals []string
 	answered := 0
 	for _, peer := range p.r.cfg.Peers.Available() {
 		if len(want) == 0 || ctx.Err() != nil {
@@ -340,7 +363,13 @@ func (p *pass) fill(ctx context.Context, exts []store.BackwardExtremity) error {
 			return err
 		})
 		if err != nil {
-			lastErr = err
+			if outcome, _ := federation.Classify(err); outcome == federation.OutcomeNotFound || outcome == federation.OutcomeForbidden {
+				// The peer answered: it does not have the events, or will not show them to us.
+				answered++
+				refusals = append(refusals, fmt.Sprintf("%s: %s", peer, outcome))
+			} else {
+				lastErr = err
+			}
 			continue
 		}
 		answered++
@@ -361,13 +390,17 @@ func (p *pass) fill(ctx context.Context, exts []store.BackwardExtremity) error {
 	if err != nil {
 		return err
 	}
-	return p.scheduleRetries(ctx, exts, stillMissing, answered, lastErr)
+	return p.scheduleRetries(ctx, exts, stillMissing, answered, refusals, lastErr)
 }
 
 // scheduleRetries records a failed attempt for each extremity still missing. When every
 // available peer answered and none had it, it is unfillable (for now); otherwise the peers'
 // errors may be to blame and it is simply retried.
-func (p *pass) scheduleRetries(ctx context.Context, exts []store.BackwardExtremity, stillMissing []string, answered int, lastErr error) error {
+func (p *pass) scheduleRetries(ctx context.Context, exts []store.BackwardExtremity, stillMissing []string, answered int, refusals []string, lastErr error) error {
+	if ctx.Err() != nil {
+		// The pass was cut short: nothing was learned about these gaps.
+		return nil
+	}
 	missing := map[string]bool{}
 	for _, id := range stillMissing {
 		missing[id] = true
@@ -381,10 +414,14 @@ func (p *pass) scheduleRetries(ctx context.Context, exts []store.BackwardExtremi
 		if answered > 0 && lastErr == nil {
 			next := now.Add(backoff(gapRetryBase, gapRetryMax, e.Attempts+1))
 			reason := fmt.Sprintf("no peer holds it (%d answered)", answered)
+			if len(refusals) > 0 {
+				reason += ": " + strings.Join(refusals, ", ")
+			}
 			err = p.r.cfg.Store.MarkUnfillable(ctx, p.roomID, e.EventID, reason, next)
 		} else {
-			// The peers failed, not the gap: try again as soon as one is back.
-			next := now.Add(time.Second)
+			// The peers failed, not the gap: try again once one is back, backing off from a
+			// second so that a gap whose peers keep failing is not asked for every pass.
+			next := now.Add(backoff(time.Second, peerBackoffMax, e.Attempts+1))
 			if back := p.r.cfg.Peers.NextAvailable(); back.After(next) {
 				next = back
 			}
@@ -433,6 +470,10 @@ func (p *pass) request(ctx context.Context, peer, endpoint string, do func(conte
 	start := time.Now()
 	err := do(ctx)
 	outcome, retryAfter := federation.Classify(err)
+	if err != nil && ctx.Err() != nil {
+		// Our pass ended (its deadline, a shutdown): say nothing of the peer's health.
+		outcome, retryAfter = federation.OutcomeCanceled, 0
+	}
 	p.r.cfg.Peers.Record(peer, outcome, retryAfter, err)
 	p.r.cfg.Observer.Request(peer, endpoint, outcome, time.Since(start))
 	p.log.V(2).Info("Federation request", "peer", peer, "endpoint", endpoint, "took", time.Since(start).String())

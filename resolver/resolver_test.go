@@ -2,6 +2,9 @@ package resolver_test
 
 import (
 	"context"
+	"crypto/x509"
+	"net/http/httptest"
+	"strings"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -9,7 +12,9 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/roomsync/roomsync/resolver"
+	"github.com/roomsync/roomsync/resolver/federation"
 	"github.com/roomsync/roomsync/resolver/fixturepeer"
+	"github.com/roomsync/roomsync/store"
 )
 
 func TestConvergesFromOnePeer(t *testing.T) {
@@ -178,6 +183,41 @@ func TestUnfillableGapIsReportedNotSpunOn(t *testing.T) {
 	}
 }
 
+// TestRefusingPeerMakesGapsUnfillable: a peer that answers 403 (Synapse, to non-members) has
+// answered; its gaps back off as unfillable instead of being asked for every second.
+func TestRefusingPeerMakesGapsUnfillable(t *testing.T) {
+	room := fixturepeer.MustGenerate(t, fixturepeer.RoomOptions{Seed: 15, Events: 300, Linear: true})
+	peer := fixturepeer.Start(t, room)
+	h := newHarness(t, room, []*fixturepeer.Peer{peer}, withLimits(resolver.Limits{MaxEventsPerPass: 100}))
+	if r, err := h.res.SyncRoom(context.Background(), string(room.ID), resolver.History{}); err != nil || r.Gaps == 0 {
+		t.Fatalf("first pass: %+v, %v; want gaps left", r, err)
+	}
+	peer.SetFaults(
+		fixturepeer.Fault{Kind: fixturepeer.FaultError, Endpoint: fixturepeer.EndpointBackfill, Status: 403, ErrCode: "M_FORBIDDEN"},
+		fixturepeer.Fault{Kind: fixturepeer.FaultError, Endpoint: fixturepeer.EndpointEvent, Status: 403, ErrCode: "M_FORBIDDEN"},
+	)
+	r, err := h.res.SyncRoom(context.Background(), string(room.ID), resolver.History{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Converged || r.Unfillable != r.Gaps || r.Gaps == 0 {
+		t.Fatalf("pass: %+v; want every gap unfillable", r)
+	}
+	gaps, _ := h.store.BackwardExtremities(context.Background(), string(room.ID), store.BackwardFilter{})
+	for _, g := range gaps {
+		if !strings.Contains(g.UnfillableReason, "forbidden") || !g.NextAttemptAt.After(time.Now().Add(20*time.Second)) {
+			t.Errorf("gap %+v: want unfillable, forbidden, retried in 30 s or more", g)
+		}
+	}
+	peer.ResetCounts()
+	if _, err := h.res.SyncRoom(context.Background(), string(room.ID), resolver.History{}); err != nil {
+		t.Fatal(err)
+	}
+	if n := peer.Count(fixturepeer.EndpointBackfill) + peer.Count(fixturepeer.EndpointEvent); n != 0 {
+		t.Errorf("the next pass asked %d times for gaps that wait for their back-off", n)
+	}
+}
+
 func TestHistoryBoundStopsBackfill(t *testing.T) {
 	room := fixturepeer.MustGenerate(t, fixturepeer.RoomOptions{Seed: 10, Events: 600, Linear: true})
 	peer := fixturepeer.Start(t, room)
@@ -232,31 +272,53 @@ func TestHistoryBoundBySince(t *testing.T) {
 	}
 }
 
-// TestKeysSurviveARestart: keys verified once are kept in the store, so a restarted resolver
-// verifies events even when no server can give the keys any more.
+// TestKeysSurviveARestart: keys an origin gave itself over verified TLS are kept in the store,
+// so a restarted resolver verifies its events even once nobody can give the keys any more.
 func TestKeysSurviveARestart(t *testing.T) {
-	room := fixturepeer.MustGenerate(t, fixturepeer.RoomOptions{Seed: 13, Events: 400, Linear: true})
+	const origin = "origin.test"
+	room := fixturepeer.MustGenerate(t, fixturepeer.RoomOptions{Seed: 13, Events: 400, Linear: true, Origins: []string{origin}})
+	originSrv := httptest.NewTLSServer(federation.NewKeyServer(origin, fixturepeer.OriginKey(origin), "test"))
+	defer originSrv.Close()
+	roots := x509.NewCertPool()
+	roots.AddCert(originSrv.Certificate())
+
 	peer := fixturepeer.Start(t, room, fixturepeer.WithHold(fixturepeer.HoldIndexes(0, 200)))
-	first := newHarness(t, room, []*fixturepeer.Peer{peer})
+	first := newHarness(t, room, []*fixturepeer.Peer{peer}, withOrigin(origin, originSrv.URL, roots))
 	if r := first.syncUntilDone(5); !r[len(r)-1].Converged {
 		t.Fatal("first sync did not converge")
 	}
-
-	// The peer grows, and stops vouching for anyone's keys; the origins never answered.
+	// The origin goes away, the peer grows and stops vouching for anyone's keys.
+	originSrv.Close()
 	peer.SetHold(fixturepeer.HoldAll())
 	peer.SetFaults(fixturepeer.Fault{Kind: fixturepeer.FaultError, Endpoint: fixturepeer.EndpointQueryKeys, Status: 500})
 
-	restarted := newHarnessOnStore(t, room, []*fixturepeer.Peer{peer}, first.store)
+	restarted := newHarnessOnStore(t, room, []*fixturepeer.Peer{peer}, first.store, withOrigin(origin, originSrv.URL, roots))
 	if r := restarted.syncUntilDone(5); !r[len(r)-1].Converged {
 		t.Fatalf("restarted resolver did not converge: %+v", r[len(r)-1])
 	}
 	restarted.assertHolds(room.IDSet(), nil)
+}
 
-	// Without the stored keys the same sync cannot verify anything: the test is not vacuous.
-	fresh := newHarness(t, room, []*fixturepeer.Peer{peer})
-	r := fresh.syncUntilDone(3)
+// TestVouchedKeysAreNotKept: keys a peer vouched for as a notary serve the session only. The
+// store is shared by every RoomSync, and one peer's word must not outlive it.
+func TestVouchedKeysAreNotKept(t *testing.T) {
+	room := fixturepeer.MustGenerate(t, fixturepeer.RoomOptions{Seed: 14, Events: 300, Linear: true})
+	peer := fixturepeer.Start(t, room, fixturepeer.WithHold(fixturepeer.HoldIndexes(0, 150)))
+	first := newHarness(t, room, []*fixturepeer.Peer{peer})
+	if r := first.syncUntilDone(5); !r[len(r)-1].Converged {
+		t.Fatal("first sync did not converge")
+	}
+	for _, o := range room.Origins() {
+		if keys, err := first.store.ServerKeys(context.Background(), o); err != nil || len(keys) != 0 {
+			t.Errorf("keys of %s vouched for by a peer were kept: %+v, %v", o, keys, err)
+		}
+	}
+	peer.SetHold(fixturepeer.HoldAll())
+	peer.SetFaults(fixturepeer.Fault{Kind: fixturepeer.FaultError, Endpoint: fixturepeer.EndpointQueryKeys, Status: 500})
+	restarted := newHarnessOnStore(t, room, []*fixturepeer.Peer{peer}, first.store)
+	r := restarted.syncUntilDone(3)
 	if last := r[len(r)-1]; last.Converged || last.Rejected[resolver.RejectKeyUnavailable] == 0 {
-		t.Errorf("a resolver with no stored keys: %+v; want key_unavailable rejections", last)
+		t.Errorf("after a restart with no key source: %+v; want key_unavailable rejections", last)
 	}
 }
 

@@ -19,11 +19,8 @@ func (s *sqlStore) SaveServerKeys(ctx context.Context, keys []ServerKey) error {
 	q := s.d.rebind(`INSERT INTO server_keys (server_name, key_id, verify_key, valid_until, updated_at)
 		VALUES (?, ?, ?, ?, ?)
 		ON CONFLICT (server_name, key_id) DO UPDATE SET
-			valid_until = CASE WHEN server_keys.verify_key <> excluded.verify_key
-				OR excluded.valid_until > server_keys.valid_until
-				THEN excluded.valid_until ELSE server_keys.valid_until END,
-			verify_key = excluded.verify_key,
-			updated_at = excluded.updated_at`)
+			valid_until = excluded.valid_until, updated_at = excluded.updated_at
+		WHERE server_keys.verify_key = excluded.verify_key AND excluded.valid_until > server_keys.valid_until`)
 	now := time.Now().UnixMilli()
 	for _, k := range keys {
 		if k.ServerName == "" || k.KeyID == "" || k.Key == "" {

@@ -28,17 +28,18 @@ func TestServerKeys(t *testing.T) {
 			save(ServerKey{"a.example", "ed25519:1", "AAAA", day.Add(48 * time.Hour)},
 				ServerKey{"a.example", "ed25519:2", "BBBB", day},
 				ServerKey{"b.example", "ed25519:1", "CCCC", day})
-			// An older validity for the same key does not shorten it; a replaced key takes
-			// the new validity.
+			// An older validity for the same key does not shorten it, a later one extends
+			// it, and another key under a recorded ID changes nothing.
 			save(ServerKey{"a.example", "ed25519:1", "AAAA", day},
-				ServerKey{"a.example", "ed25519:2", "DDDD", day.Add(time.Hour)})
+				ServerKey{"a.example", "ed25519:2", "BBBB", day.Add(time.Hour)},
+				ServerKey{"a.example", "ed25519:2", "DDDD", day.Add(100 * time.Hour)})
 			got, err := s.ServerKeys(ctx, "a.example")
 			if err != nil {
 				t.Fatal(err)
 			}
 			want := []ServerKey{
 				{"a.example", "ed25519:1", "AAAA", day.Add(48 * time.Hour)},
-				{"a.example", "ed25519:2", "DDDD", day.Add(time.Hour)},
+				{"a.example", "ed25519:2", "BBBB", day.Add(time.Hour)},
 			}
 			if len(got) != len(want) {
 				t.Fatalf("keys %+v, want %+v", got, want)

@@ -157,7 +157,8 @@ type Store interface {
 	StreamEvents(ctx context.Context, roomID string, fn func(Event) error) error
 
 	// SaveServerKeys records verified server keys. A key already recorded keeps the later
-	// of the two validities; a different key under the same ID replaces it.
+	// of the two validities; a different key under an ID already recorded is ignored (key
+	// IDs name keys, so a second key under one ID is a lie or a mistake).
 	SaveServerKeys(ctx context.Context, keys []ServerKey) error
 	// ServerKeys returns the keys recorded for a server (none is not an error).
 	ServerKeys(ctx context.Context, serverName string) ([]ServerKey, error)

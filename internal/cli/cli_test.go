@@ -56,6 +56,7 @@ func TestMainExitCodes(t *testing.T) {
 		{"sync bad peer name", with(syncBase, "--peer", "a b"), ExitBadInput, "--peer a b"},
 		{"sync bad peer URL", with(syncBase, "--peer", "p2.example=ftp://p2"), ExitBadInput, "want http(s)://host"},
 		{"sync peer twice", with(syncBase, "--peer", "peer.example"), ExitBadInput, "named twice"},
+		{"sync room twice", with(syncBase, "--room", "!r:peer.example"), ExitBadInput, "--room !r:peer.example is named twice"},
 		{"sync join policy not yet", with(syncBase, "--join", "always"), ExitBadInput, "only never"},
 		{"sync missing key file", with(syncBase, "--signing-key", filepath.Join(dir, "nope")), ExitBadInput, "read signing key"},
 		{"sync malformed key", with(syncBase, "--signing-key", badKey), ExitBadInput, "invalid private key"},

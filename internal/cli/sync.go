@@ -88,10 +88,15 @@ func (o *syncOptions) validate() error {
 	if len(o.rooms) == 0 {
 		errs = append(errs, errors.New("at least one --room is required"))
 	}
+	seen := map[string]bool{}
 	for _, room := range o.rooms {
 		if !strings.HasPrefix(room, "!") || len(room) < 2 || strings.ContainsAny(room, " \t\n") {
 			errs = append(errs, fmt.Errorf("--room %q is not a room ID (they start with !)", room))
 		}
+		if seen[room] {
+			errs = append(errs, fmt.Errorf("--room %s is named twice", room))
+		}
+		seen[room] = true
 	}
 	if o.join != "never" {
 		errs = append(errs, fmt.Errorf("--join %s: only never is available in this version", o.join))

@@ -9,6 +9,7 @@ package federation
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -47,12 +48,16 @@ type Options struct {
 	MaxResponseBytes int64
 	// UserAgent is sent with every request.
 	UserAgent string
+	// RootCAs verifies the certificates of peers with an explicit endpoint (a private CA for
+	// in-cluster homeservers); nil uses the system's.
+	RootCAs *x509.CertPool
 }
 
 // Client makes signed federation requests.
 type Client struct {
 	fed        *mfed.Client
 	serverName string
+	endpoints  map[string]Endpoint
 }
 
 // NewClient builds a client. It does no I/O.
@@ -70,8 +75,11 @@ func NewClient(opts Options) (*Client, error) {
 		opts.MaxResponseBytes = DefaultMaxResponseBytes
 	}
 	settings := exhttp.ClientSettings{
-		DialTimeout:   DefaultDialTimeout,
-		GlobalTimeout: opts.RequestTimeout,
+		DialTimeout:           DefaultDialTimeout,
+		GlobalTimeout:         opts.RequestTimeout,
+		TLSHandshakeTimeout:   DefaultDialTimeout,
+		ResponseHeaderTimeout: opts.RequestTimeout,
+		IdleConnTimeout:       90 * time.Second,
 	}
 	fed := mfed.NewClient(opts.ServerName, opts.Key, mfed.NewInMemoryCache(), settings)
 	if opts.AllowPrivateNetworks {
@@ -86,12 +94,21 @@ func NewClient(opts Options) (*Client, error) {
 		endpoints[name] = ep
 	}
 	fed.HTTP = &http.Client{
-		Transport: newRoutingTransport(endpoints, fed.HTTP.Transport, DefaultDialTimeout),
+		Transport: newRoutingTransport(endpoints, fed.HTTP.Transport, DefaultDialTimeout, opts.RootCAs),
 		Timeout:   opts.RequestTimeout,
 		// Federation requests do not follow redirects.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
-	return &Client{fed: fed, serverName: opts.ServerName}, nil
+	return &Client{fed: fed, serverName: opts.ServerName, endpoints: endpoints}, nil
+}
+
+// VerifiedOrigin reports whether requests to server reach the server itself over TLS that was
+// verified: through server discovery, or an endpoint whose certificate is checked. Keys
+// fetched that way may be kept; keys from a notary, or over a channel anyone could answer,
+// are used for the session only.
+func (c *Client) VerifiedOrigin(server string) bool {
+	ep, ok := c.endpoints[server]
+	return !ok || (!ep.InsecureSkipTLSVerify && ep.BaseURL.Scheme == "https")
 }
 
 // ServerName is the origin the client signs as.

@@ -72,16 +72,20 @@ func Classify(err error) (Outcome, time.Duration) {
 	return OutcomeBadResponse, 0
 }
 
+// maxRetryAfter caps what a peer may ask: a day, so that a bad header cannot silence a peer
+// for good.
+const maxRetryAfter = 24 * time.Hour
+
 // retryAfter reads how long a rate-limited peer asked us to wait.
 func retryAfter(e mautrix.HTTPError) time.Duration {
 	if e.RespError != nil {
 		if ms, ok := e.RespError.ExtraData["retry_after_ms"].(float64); ok && ms > 0 {
-			return time.Duration(ms) * time.Millisecond
+			return min(time.Duration(ms)*time.Millisecond, maxRetryAfter)
 		}
 	}
 	if e.Response != nil {
 		if d, err := time.ParseDuration(e.Response.Header.Get("Retry-After") + "s"); err == nil && d > 0 {
-			return d
+			return min(d, maxRetryAfter)
 		}
 	}
 	return 0

@@ -19,6 +19,10 @@ import (
 const (
 	keyFetchFailureBackoff = time.Minute
 	keyRefetchMinInterval  = time.Minute
+	// keyFetchTimeout bounds one fetch of a server's keys, notaries included.
+	keyFetchTimeout = 30 * time.Second
+	// maxKeyValidity is the longest validity the spec lets a key response claim.
+	maxKeyValidity = 7 * 24 * time.Hour
 )
 
 // KeyRing fetches other servers' signing keys and caches each until its valid_until_ts. It
@@ -114,7 +118,8 @@ func (k *KeyRing) Key(ctx context.Context, server string, keyID id.KeyID, minVal
 	}
 	k.mu.Unlock()
 
-	if _, err, _ := k.flight.Do(server, func() (any, error) { return nil, k.fetch(ctx, server, keyID) }); err != nil {
+	flightKey := server + "\x00" + string(keyID)
+	if _, err, _ := k.flight.Do(flightKey, func() (any, error) { return nil, k.fetch(ctx, server, keyID) }); err != nil {
 		// No fresh answer: a key seen before (expired, say) is still the best there is, and
 		// the room version's rules decide whether it may verify the event.
 		k.mu.Lock()
@@ -134,16 +139,22 @@ func (k *KeyRing) Key(ctx context.Context, server string, keyID id.KeyID, minVal
 // fetch asks the server, then the notaries (naming the key wanted: some notaries answer an
 // open-ended query with nothing), and records the union of what verifies.
 func (k *KeyRing) fetch(ctx context.Context, server string, keyID id.KeyID) error {
+	// One deadline for the whole fetch, notaries included: a server with many dead notaries
+	// must not hold a pass for a timeout per notary.
+	parent := ctx
+	ctx, cancel := context.WithTimeout(ctx, keyFetchTimeout)
+	defer cancel()
 	var errs []error
-	var responses []*mfed.ServerKeyResponse
+	direct := make(map[id.KeyID]verifyKey)
 	if resp, err := k.client.ServerKeys(ctx, server); err != nil {
 		errs = append(errs, fmt.Errorf("from %s: %w", server, err))
-	} else {
-		responses = append(responses, resp)
+	} else if err := collectKeys(direct, server, resp, k.now()); err != nil {
+		errs = append(errs, err)
 	}
-	if len(responses) == 0 {
+	vouched := make(map[id.KeyID]verifyKey)
+	if len(direct) == 0 {
 		for _, notary := range k.notaries() {
-			if notary == server {
+			if notary == server || ctx.Err() != nil {
 				continue
 			}
 			resps, err := k.client.QueryKeys(ctx, notary, server, keyID)
@@ -151,36 +162,21 @@ func (k *KeyRing) fetch(ctx context.Context, server string, keyID id.KeyID) erro
 				errs = append(errs, fmt.Errorf("from notary %s: %w", notary, err))
 				continue
 			}
-			vouched := 0
 			for _, resp := range resps {
 				if err := k.checkNotarySignature(ctx, notary, resp); err != nil {
 					errs = append(errs, err)
-					continue
+				} else if err := collectKeys(vouched, server, resp, k.now()); err != nil {
+					errs = append(errs, err)
 				}
-				responses = append(responses, resp)
-				vouched++
 			}
-			if vouched > 0 {
+			if len(vouched) > 0 {
 				break
 			}
 		}
 	}
 
-	keys := make(map[id.KeyID]verifyKey)
-	for _, resp := range responses {
-		if err := checkKeyResponse(server, resp); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		for keyID, vk := range resp.OldVerifyKeys {
-			mergeKey(keys, keyID, verifyKey{key: vk.Key, validUntil: vk.ExpiredTS.Time})
-		}
-		for keyID, vk := range resp.VerifyKeys {
-			mergeKey(keys, keyID, verifyKey{key: vk.Key, validUntil: resp.ValidUntilTS.Time})
-		}
-	}
-
 	now := k.now()
+	parentDone := parent.Err()
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	entry := k.known[server]
@@ -188,28 +184,59 @@ func (k *KeyRing) fetch(ctx context.Context, server string, keyID id.KeyID) erro
 		entry = &serverKeys{keys: make(map[id.KeyID]verifyKey)}
 		k.known[server] = entry
 	}
-	if len(keys) == 0 {
-		entry.fetchErr = fmt.Errorf("fetch signing keys of %s: %w", server, errors.Join(errs...))
+	if len(direct) == 0 && len(vouched) == 0 {
+		err := fmt.Errorf("fetch signing keys of %s: %w", server, errors.Join(errs...))
 		if len(errs) == 0 {
-			entry.fetchErr = fmt.Errorf("fetch signing keys of %s: no server or notary returned any", server)
+			err = fmt.Errorf("fetch signing keys of %s: no server or notary returned any", server)
 		}
-		entry.retryAt = now.Add(keyFetchFailureBackoff)
-		return entry.fetchErr
+		if parentDone == nil {
+			// Remembered for a while; a fetch cut short by the caller's end is not.
+			entry.fetchErr, entry.retryAt = err, now.Add(keyFetchFailureBackoff)
+		}
+		return err
 	}
-	for keyID, vk := range keys {
+	for keyID, vk := range direct {
+		mergeKey(entry.keys, keyID, vk)
+	}
+	for keyID, vk := range vouched {
 		mergeKey(entry.keys, keyID, vk)
 	}
 	entry.fetchedAt = now
 	entry.fetchErr = nil
-	if k.persist != nil {
-		stored := make(map[id.KeyID]StoredKey, len(entry.keys))
-		for keyID, vk := range entry.keys {
+	// Only keys the server gave itself, over TLS that was verified, outlive the session:
+	// the store is shared, and a notary or an unverified channel is one party's word.
+	if k.persist != nil && len(direct) > 0 && k.client.VerifiedOrigin(server) {
+		stored := make(map[id.KeyID]StoredKey, len(direct))
+		for keyID, vk := range direct {
 			stored[keyID] = StoredKey{Key: vk.key, ValidUntil: vk.validUntil}
 		}
 		// A failed save costs only a fetch after a restart: verification goes on.
 		_ = k.persist.SaveKeys(ctx, server, stored)
 	}
 	return nil
+}
+
+// collectKeys checks a key response and adds its keys to keys, with their validity capped at
+// a week from now (the spec's limit: a server cannot make a key valid for longer).
+func collectKeys(keys map[id.KeyID]verifyKey, server string, resp *mfed.ServerKeyResponse, now time.Time) error {
+	if err := checkKeyResponse(server, resp); err != nil {
+		return err
+	}
+	limit := now.Add(maxKeyValidity)
+	for keyID, vk := range resp.OldVerifyKeys {
+		mergeKey(keys, keyID, verifyKey{key: vk.Key, validUntil: minTime(vk.ExpiredTS.Time, limit)})
+	}
+	for keyID, vk := range resp.VerifyKeys {
+		mergeKey(keys, keyID, verifyKey{key: vk.Key, validUntil: minTime(resp.ValidUntilTS.Time, limit)})
+	}
+	return nil
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
 }
 
 // load fills the memory cache for server from the key store, once. A key from the store was
@@ -302,10 +329,11 @@ func checkKeyResponse(server string, resp *mfed.ServerKeyResponse) error {
 	return nil
 }
 
-// mergeKey keeps, for each key ID, the longest validity seen for the same key.
+// mergeKey keeps, for each key ID, the longest validity seen for the same key. A different key
+// under an ID already held is ignored: key IDs name keys, and the first one verified stays.
 func mergeKey(keys map[id.KeyID]verifyKey, keyID id.KeyID, vk verifyKey) {
 	old, ok := keys[keyID]
-	if !ok || old.key != vk.key || vk.validUntil.After(old.validUntil) {
+	if !ok || (old.key == vk.key && vk.validUntil.After(old.validUntil)) {
 		keys[keyID] = vk
 	}
 }

@@ -2,12 +2,15 @@ package federation
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net"
 	"net/http"
 	"net/url"
 	"strings"
 	"time"
+
+	mfed "maunium.net/go/mautrix/federation"
 )
 
 // Endpoint is how to reach a peer that the user named with an explicit URL. Such peers skip
@@ -47,12 +50,12 @@ type routingTransport struct {
 	discovery http.RoundTripper
 }
 
-func newRoutingTransport(endpoints map[string]Endpoint, discovery http.RoundTripper, dialTimeout time.Duration) *routingTransport {
+func newRoutingTransport(endpoints map[string]Endpoint, discovery http.RoundTripper, dialTimeout time.Duration, rootCAs *x509.CertPool) *routingTransport {
 	newTransport := func(skipVerify bool) *http.Transport {
 		dialer := &net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}
 		return &http.Transport{
 			DialContext:           dialer.DialContext,
-			TLSClientConfig:       &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: skipVerify}, //nolint:gosec // only for peers configured so
+			TLSClientConfig:       &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: skipVerify, RootCAs: rootCAs}, //nolint:gosec // only for peers configured so
 			TLSHandshakeTimeout:   dialTimeout,
 			ResponseHeaderTimeout: 2 * time.Minute,
 			MaxIdleConnsPerHost:   8,
@@ -95,7 +98,10 @@ func (t *routingTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 func (t *routingTransport) CloseIdleConnections() {
 	t.direct.CloseIdleConnections()
 	t.insecure.CloseIdleConnections()
-	if c, ok := t.discovery.(interface{ CloseIdleConnections() }); ok {
-		c.CloseIdleConnections()
+	switch d := t.discovery.(type) {
+	case interface{ CloseIdleConnections() }:
+		d.CloseIdleConnections()
+	case *mfed.ServerResolvingTransport:
+		d.Transport.CloseIdleConnections()
 	}
 }
