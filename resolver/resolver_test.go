@@ -3,9 +3,9 @@ package resolver_test
 import (
 	"context"
 	"crypto/x509"
+	"math/rand/v2"
 	"net/http/httptest"
 	"strings"
-	"math/rand/v2"
 	"testing"
 	"time"
 
