@@ -57,6 +57,9 @@ func Start() (*Env, error) {
 		ControlPlaneStopTimeout:  time.Minute,
 	}
 	if _, err := env.Start(); err != nil {
+		// Start may fail after the processes are up (a CRD that does not install, say):
+		// stop them, or they outlive the test binary.
+		_ = env.Stop()
 		return nil, fmt.Errorf("start envtest control plane: %w", err)
 	}
 	admin, err := env.AddUser(envtest.User{Name: "roomsync-test-admin", Groups: []string{"system:masters"}}, nil)
