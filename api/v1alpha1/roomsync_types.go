@@ -85,8 +85,10 @@ type Peer struct {
 	// +kubebuilder:validation:Pattern=`^https?://`
 	URL string `json:"url,omitempty"`
 
-	// InsecureSkipTLSVerify accepts any TLS certificate from this peer. Event signatures are
-	// still verified, so a peer cannot forge events, but it can be impersonated.
+	// InsecureSkipTLSVerify accepts any TLS certificate from this peer. Every event's signature
+	// is still verified, but this peer's own signing key then arrives over a channel anyone
+	// could answer: events of this server are only as trustworthy as the network path, and
+	// its keys are used for the session only, never kept in the store.
 	// +optional
 	InsecureSkipTLSVerify bool `json:"insecureSkipTLSVerify,omitempty"`
 }
