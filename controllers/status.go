@@ -116,6 +116,16 @@ func decide(obj *roomsyncv1alpha1.RoomSync, results []resolver.RoomResult, peers
 	interval := obj.SyncInterval()
 	if s.ConvergedRooms == s.Rooms {
 		msg := fmt.Sprintf("%d rooms converged, %d events stored", s.Rooms, s.Events)
+		// Converged means every head of the peers that answered is stored: say who did not.
+		var silent []string
+		for _, p := range peers {
+			if !p.Healthy {
+				silent = append(silent, p.ServerName)
+			}
+		}
+		if len(silent) > 0 {
+			msg += fmt.Sprintf(" (%d of %d peers not answering: %s)", len(silent), len(peers), strings.Join(silent, ", "))
+		}
 		setCondition(obj, roomsyncv1alpha1.ReadyCondition, metav1.ConditionTrue, roomsyncv1alpha1.ReasonConverged, msg)
 		apimeta.RemoveStatusCondition(&obj.Status.Conditions, roomsyncv1alpha1.ReconcilingCondition)
 		return ctrl.Result{RequeueAfter: jitter(interval)}, nil
