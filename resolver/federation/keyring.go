@@ -179,11 +179,7 @@ func (k *KeyRing) fetch(ctx context.Context, server string, keyID id.KeyID) erro
 	parentDone := parent.Err()
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	entry := k.known[server]
-	if entry == nil {
-		entry = &serverKeys{keys: make(map[id.KeyID]verifyKey)}
-		k.known[server] = entry
-	}
+	entry := k.entryLocked(server)
 	if len(direct) == 0 && len(vouched) == 0 {
 		err := fmt.Errorf("fetch signing keys of %s: %w", server, errors.Join(errs...))
 		if len(errs) == 0 {
@@ -249,13 +245,22 @@ func (k *KeyRing) load(ctx context.Context, server string) *serverKeys {
 	if entry := k.known[server]; entry != nil {
 		return entry // filled meanwhile
 	}
-	entry := &serverKeys{keys: make(map[id.KeyID]verifyKey)}
+	entry := k.entryLocked(server)
 	if err == nil {
 		for keyID, sk := range stored {
 			mergeKey(entry.keys, keyID, verifyKey{key: sk.Key, validUntil: sk.ValidUntil})
 		}
 	}
-	k.known[server] = entry
+	return entry
+}
+
+// entryLocked returns server's cache entry, creating an empty one. k.mu must be held.
+func (k *KeyRing) entryLocked(server string) *serverKeys {
+	entry := k.known[server]
+	if entry == nil {
+		entry = &serverKeys{keys: make(map[id.KeyID]verifyKey)}
+		k.known[server] = entry
+	}
 	return entry
 }
 
@@ -295,18 +300,15 @@ func (k *KeyRing) directKey(ctx context.Context, server string, keyID id.KeyID) 
 	if err != nil {
 		return "", err
 	}
-	if err := checkKeyResponse(server, resp); err != nil {
+	keys := make(map[id.KeyID]verifyKey)
+	if err := collectKeys(keys, server, resp, now); err != nil {
 		return "", err
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	entry := k.known[server]
-	if entry == nil {
-		entry = &serverKeys{keys: make(map[id.KeyID]verifyKey)}
-		k.known[server] = entry
-	}
-	for kid, vk := range resp.VerifyKeys {
-		mergeKey(entry.keys, kid, verifyKey{key: vk.Key, validUntil: resp.ValidUntilTS.Time})
+	entry := k.entryLocked(server)
+	for kid, vk := range keys {
+		mergeKey(entry.keys, kid, vk)
 	}
 	return entry.keys[keyID].key, nil
 }
