@@ -5,6 +5,7 @@ import (
 	"encoding/json/v2"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -115,37 +116,36 @@ func VerifyPDU(ctx context.Context, roomID, roomVersion string, raw []byte, keys
 		return store.Event{}, r
 	}
 
-	redacted := false
-	if !p.VerifyContentHash() {
+	redacted := !p.VerifyContentHash()
+	if redacted {
 		// The signature covers the redacted form, which verified: keep that form.
 		p.Redact(version)
-		redacted = true
 	}
 	p.Unsigned = nil
-	canonical, err := canonicaljson.Marshal(&p)
-	if err != nil {
-		return store.Event{}, reject(RejectMalformed, evID, "re-encode PDU: %w", err)
-	}
 	prevs := make([]string, len(p.PrevEvents))
 	for i, prev := range p.PrevEvents {
 		prevs[i] = string(prev)
-		if prev == eventID {
-			return store.Event{}, reject(RejectInconsistentSelf, evID, "event lists itself as a prev event")
-		}
 	}
-	return store.Event{
-		ID:             evID,
-		RoomID:         roomID,
-		Depth:          p.Depth,
-		OriginServerTS: p.OriginServerTS,
-		Type:           p.Type,
-		StateKey:       p.StateKey,
-		Sender:         string(p.Sender),
-		Origin:         senderServer,
-		PrevEvents:     prevs,
-		Raw:            canonical,
-		Redacted:       redacted,
-	}, nil
+	return storedEvent(store.Event{
+		ID: evID, RoomID: roomID, Depth: p.Depth, OriginServerTS: p.OriginServerTS, Type: p.Type,
+		StateKey: p.StateKey, Sender: string(p.Sender), Origin: senderServer, PrevEvents: prevs,
+		Redacted: redacted,
+	}, &p)
+}
+
+// storedEvent completes the store's copy of a PDU that verified: its canonical JSON as kept
+// (verified is the PDU, already redacted if it had to be, and stripped of unsigned). An event that lists
+// itself as a prev is refused.
+func storedEvent(ev store.Event, verified any) (store.Event, *Rejection) {
+	if slices.Contains(ev.PrevEvents, ev.ID) {
+		return store.Event{}, reject(RejectInconsistentSelf, ev.ID, "event lists itself as a prev event")
+	}
+	canonical, err := canonicaljson.Marshal(verified)
+	if err != nil {
+		return store.Event{}, reject(RejectMalformed, ev.ID, "re-encode PDU: %w", err)
+	}
+	ev.Raw = canonical
+	return ev, nil
 }
 
 // verifySignatures checks each server's signature with verify, telling a key that could not be
@@ -201,26 +201,18 @@ func verifyV1PDU(ctx context.Context, roomID string, version id.RoomVersion, raw
 	}); r != nil {
 		return store.Event{}, r
 	}
-	redacted := false
-	if !p.VerifyContentHash() {
+	redacted := !p.VerifyContentHash()
+	if redacted {
 		p.Redact(version)
-		redacted = true
 	}
 	p.Unsigned = nil
-	canonical, err := canonicaljson.Marshal(&p)
-	if err != nil {
-		return store.Event{}, reject(RejectMalformed, evID, "re-encode PDU: %w", err)
-	}
 	prevs := make([]string, len(p.PrevEvents))
 	for i, prev := range p.PrevEvents {
 		prevs[i] = string(prev.ID)
-		if prevs[i] == evID {
-			return store.Event{}, reject(RejectInconsistentSelf, evID, "event lists itself as a prev event")
-		}
 	}
-	return store.Event{
+	return storedEvent(store.Event{
 		ID: evID, RoomID: roomID, Depth: p.Depth, OriginServerTS: p.OriginServerTS, Type: p.Type,
 		StateKey: p.StateKey, Sender: string(p.Sender), Origin: senderServer, PrevEvents: prevs,
-		Raw: canonical, Redacted: redacted,
-	}, nil
+		Redacted: redacted,
+	}, &p)
 }
