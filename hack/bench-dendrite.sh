@@ -47,6 +47,8 @@ case "${order}" in roomsync-first | dendrite-first) ;; *) echo "bench: BENCH_ORD
 
 log() { echo "bench: $*" >&2; }
 die() { echo "bench: FAILED: $*" >&2; exit 1; }
+# shellcheck source=hack/lib.sh
+. "${root}/hack/lib.sh"
 now_ms() { date +%s%3N; }
 
 exec 5>&1 6>&2 # the script's own stdout and stderr, for cleanup; closed for children
@@ -58,9 +60,7 @@ cleanup() {
   trap - EXIT INT TERM
   set +e
   exec 1>&5 2>&6
-  for d in "${dendrite_dirs[@]}"; do
-    hack/dendrite.sh stop "${d}" >/dev/null 2>&1 || log "could not stop the Dendrite of ${d}"
-  done
+  stop_dendrites "${dendrite_dirs[@]}"
   if [ "${BENCH_KEEP_WORKDIR:-0}" = 1 ]; then
     log "kept ${work}"
   else
@@ -72,21 +72,6 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# free_port sets REPLY to a loopback port nothing answers on and that this run has not taken.
-taken_ports=" "
-free_port() {
-  local i p
-  for ((i = 0; i < 500; i++)); do
-    p=$((20000 + RANDOM % 12000))
-    case "${taken_ports}" in *" ${p} "*) continue ;; esac
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/${p}") 2>/dev/null; then
-      taken_ports+="${p} "
-      REPLY="${p}"
-      return 0
-    fi
-  done
-  die "no free loopback port found"
-}
 
 # start_dendrite DIR: starts a Dendrite in DIR on two free ports; sets NAME and HTTP_PORT.
 start_dendrite() {

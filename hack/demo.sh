@@ -47,6 +47,8 @@ t_start=$(date +%s%3N)
 step() { printf '\n\033[1m==> [%5.1fs] %s\033[0m\n' "$(( $(date +%s%3N) - t_start ))e-3" "$*" >&2; }
 log() { echo "demo: $*" >&2; }
 die() { echo "demo: FAILED: $*" >&2; exit 1; }
+# shellcheck source=hack/lib.sh
+. "${root}/hack/lib.sh"
 
 # The script's own stdout and stderr, for cleanup; children get them closed (5>&- 6>&-).
 exec 5>&1 6>&2
@@ -107,9 +109,7 @@ cleanup() {
     stop_pid "seeder" "${p}" 5
   done
   stop_pid "roomsync manager" "${manager_pid}" 15
-  for d in "${dendrite_dirs[@]}"; do
-    hack/dendrite.sh stop "${d}" >/dev/null 2>&1 || log "could not stop the Dendrite of ${d}"
-  done
+  stop_dendrites "${dendrite_dirs[@]}"
   [ "${#dendrite_dirs[@]}" -gt 0 ] && log "stopped ${#dendrite_dirs[@]} Dendrite(s)"
   stop_pid "kube-apiserver" "${apiserver_pid}" 20
   stop_pid "etcd" "${etcd_pid}" 10
@@ -124,21 +124,6 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# free_port sets REPLY to a loopback port nothing answers on and that this run has not taken.
-taken_ports=" "
-free_port() {
-  local i p
-  for ((i = 0; i < 500; i++)); do
-    p=$((20000 + RANDOM % 12000))
-    case "${taken_ports}" in *" ${p} "*) continue ;; esac
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/${p}") 2>/dev/null; then
-      taken_ports+="${p} "
-      REPLY="${p}"
-      return 0
-    fi
-  done
-  die "no free loopback port found"
-}
 
 # wait_for SECONDS WHAT COMMAND...: runs COMMAND every 0.5 s until it succeeds; bounded.
 # COMMAND keeps quiet itself (so that a die in it is heard).
