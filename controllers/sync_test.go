@@ -14,7 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	roomsyncv1alpha1 "github.com/roomsync/roomsync/api/v1alpha1"
-	"github.com/roomsync/roomsync/resolver/fixturepeer"
+	"github.com/roomsync/roomsync/internal/fixturepeer"
 	"github.com/roomsync/roomsync/store"
 )
 

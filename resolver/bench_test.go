@@ -12,7 +12,7 @@ import (
 
 	"github.com/roomsync/roomsync/resolver"
 	"github.com/roomsync/roomsync/resolver/federation"
-	"github.com/roomsync/roomsync/resolver/fixturepeer"
+	"github.com/roomsync/roomsync/internal/fixturepeer"
 	"github.com/roomsync/roomsync/store"
 )
 

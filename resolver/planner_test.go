@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"github.com/roomsync/roomsync/resolver"
-	"github.com/roomsync/roomsync/resolver/fixturepeer"
+	"github.com/roomsync/roomsync/internal/fixturepeer"
 )
 
 // TestPlannerDecisions checks which requests a pass chooses for each situation, by counting

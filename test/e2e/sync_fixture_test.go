@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/roomsync/roomsync/resolver/fixturepeer"
+	"github.com/roomsync/roomsync/internal/fixturepeer"
 )
 
 // TestSyncFromFixturePeers runs the binary from the command line against two in-process
