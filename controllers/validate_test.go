@@ -8,58 +8,37 @@ import (
 	roomsyncv1alpha1 "github.com/roomsync/roomsync/api/v1alpha1"
 )
 
-func TestValidatePeerURL(t *testing.T) {
-	cases := []struct {
-		url     string
-		wantErr string // empty: valid
-	}{
-		{"https://matrix.example.org", ""},
-		{"https://matrix.example.org:8448", ""},
-		{"https://matrix.example.org:8448/", ""},
-		{"http://synapse.matrix.svc.cluster.local:8008", ""},
-		{"https://127.0.0.1:8448", ""},
-		{"https://[::1]:8448", ""},
-		{"https://[::1:8448", "missing ']'"},
-		{"https://exa mple.org", "invalid character"},
-		{"https://", "has no host"},
-		{"https://:8448", "has no host"},
-		{"https://user:pw@example.org", "credentials"},
-		{"https://example.org/?x=1", "query or fragment"},
-		{"https://example.org/#frag", "query or fragment"},
-		{"https://example.org:0", "out of range"},
-		{"https://example.org:70000", "out of range"},
-		{"ftp://example.org", "scheme must be https or http"},
+// The rules themselves are tested in api/v1alpha1 (rules_test.go), beside the CRD they mirror.
+func TestValidateSpecReportsEveryProblem(t *testing.T) {
+	spec := &roomsyncv1alpha1.RoomSyncSpec{
+		Rooms: []roomsyncv1alpha1.Room{{ID: "!ok:example.org"}, {ID: "!bad\x01:example.org"}},
+		Peers: []roomsyncv1alpha1.Peer{
+			{ServerName: "a.example.org", URL: "https://exa mple.org"},
+			{ServerName: "b.example.org"},
+			{ServerName: "c.example.org", URL: "https://[::1"},
+			{ServerName: "d.example.org:99999"},
+			{ServerName: "e.example.org", URL: "http://e.example.org:8008", InsecureSkipTLSVerify: true},
+			{ServerName: "f.example.org", InsecureSkipTLSVerify: true},
+		},
 	}
-	for _, tc := range cases {
-		err := validatePeerURL(tc.url)
-		switch {
-		case tc.wantErr == "" && err != nil:
-			t.Errorf("validatePeerURL(%q) = %v, want valid", tc.url, err)
-		case tc.wantErr != "" && err == nil:
-			t.Errorf("validatePeerURL(%q) accepted an invalid URL", tc.url)
-		case tc.wantErr != "" && !strings.Contains(err.Error(), tc.wantErr):
-			t.Errorf("validatePeerURL(%q) = %v, want it to mention %q", tc.url, err, tc.wantErr)
-		}
-	}
-}
-
-func TestValidateSpecReportsEveryBadPeer(t *testing.T) {
-	spec := &roomsyncv1alpha1.RoomSyncSpec{Peers: []roomsyncv1alpha1.Peer{
-		{ServerName: "a.example.org", URL: "https://exa mple.org"},
-		{ServerName: "b.example.org"},
-		{ServerName: "c.example.org", URL: "https://[::1"},
-	}}
 	err := validateSpec(spec)
 	if err == nil {
-		t.Fatal("validateSpec accepted two bad URLs")
+		t.Fatal("validateSpec accepted a bad spec")
 	}
-	for _, want := range []string{"spec.peers[0].url", "spec.peers[2].url", "a.example.org", "c.example.org"} {
+	for _, want := range []string{
+		"spec.rooms[1].id", `"!bad\x01:example.org"`,
+		"spec.peers[0].url", "a.example.org", "spec.peers[2].url", "c.example.org",
+		"spec.peers[3].serverName", "port must be at most 65535",
+		"spec.peers[4] (peer e.example.org): " + roomsyncv1alpha1.InsecurePlainHTTPMessage,
+	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not mention %q", err, want)
 		}
 	}
-	if strings.Contains(err.Error(), "spec.peers[1]") {
-		t.Errorf("error %q blames a peer without a URL", err)
+	for _, clean := range []string{"spec.rooms[0]", "spec.peers[1]", "spec.peers[5]"} {
+		if strings.Contains(err.Error(), clean) {
+			t.Errorf("error %q blames %s, which is valid", err, clean)
+		}
 	}
 }
 

@@ -5,20 +5,25 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math/rand/v2"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
-	"modernc.org/sqlite"               // also registers the "sqlite" database/sql driver
+	"github.com/jackc/pgx/v5/stdlib" // also registers the "pgx" database/sql driver
+	"modernc.org/sqlite"             // also registers the "sqlite" database/sql driver
 	sqlite3 "modernc.org/sqlite/lib"
 )
 
 // ErrBadURL is returned (wrapped) by Open for a URL it cannot use.
 var ErrBadURL = errors.New("bad store URL")
+
+// ErrNoStore is returned (wrapped) by OpenReadOnly when the SQLite file does not exist.
+var ErrNoStore = errors.New("a read-only open creates none")
 
 const urlForms = "want sqlite:///abs/path.db, sqlite://rel/path.db or postgres://user@host/db"
 
@@ -50,6 +55,28 @@ func Open(ctx context.Context, rawURL string) (Store, error) {
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", loc.display, err)
+	}
+	return s, nil
+}
+
+// OpenReadOnly opens an existing store for reading, as `roomsync inspect` does: a database
+// that does not exist is an error rather than created (a mistyped path must not leave an
+// empty store behind), no migration is applied, and every write fails. A schema older or
+// newer than this roomsync's is reported, not migrated. Same URL forms as Open.
+func OpenReadOnly(ctx context.Context, rawURL string) (Store, error) {
+	loc, err := parseURL(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("open store read-only: %w", err)
+	}
+	var s *sqlStore
+	switch loc.dialect {
+	case sqliteDialect:
+		s, err = openSQLiteReadOnly(ctx, loc.path)
+	default:
+		s, err = openPostgresReadOnly(ctx, loc.dsn)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open store %s read-only: %w", loc.display, err)
 	}
 	return s, nil
 }
@@ -162,6 +189,39 @@ func openSQLite(ctx context.Context, path string) (*sqlStore, error) {
 	return &sqlStore{d: sqliteDialect, db: reader, wdb: writer}, nil
 }
 
+// openSQLiteReadOnly opens one read-only pool on an existing file. mode=ro needs the URI form
+// of the name (the driver drops SQLite's own parameters from a plain path); it makes SQLite
+// refuse to create the file and fail every write with SQLITE_READONLY.
+func openSQLiteReadOnly(ctx context.Context, path string) (*sqlStore, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("resolve %s: %w", path, err)
+	}
+	// Stat first for a clear message: SQLite says only "unable to open database file".
+	fi, err := os.Stat(abs)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("no database file at %s (%w)", abs, ErrNoStore)
+	case err != nil:
+		return nil, err
+	case fi.IsDir():
+		return nil, fmt.Errorf("%s is a directory, not a database file", abs)
+	}
+	dsn := url.URL{Scheme: "file", Path: filepath.ToSlash(abs),
+		RawQuery: "mode=ro&_busy_timeout=30000&_pragma=cache_size(-16384)"}
+	db, err := sql.Open("sqlite", dsn.String())
+	if err != nil {
+		return nil, err
+	}
+	db.SetMaxOpenConns(4)
+	db.SetMaxIdleConns(4)
+	if err := checkSchema(ctx, db); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return &sqlStore{d: sqliteDialect, db: db, wdb: db}, nil
+}
+
 // retryBusy runs setup again while SQLite answers SQLITE_BUSY, for up to a minute. Processes
 // opening a new file at once contend for the switch to WAL, and SQLite reports that contention
 // at once rather than through the busy timeout.
@@ -193,6 +253,28 @@ func openPostgres(ctx context.Context, dsn string) (*sqlStore, error) {
 		return nil, err
 	}
 	if err := migrate(ctx, db, postgresDialect); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return &sqlStore{d: postgresDialect, db: db, wdb: db}, nil
+}
+
+// openPostgresReadOnly opens a pool whose sessions start with default_transaction_read_only,
+// so that every write fails; nothing here writes, and no migration is applied.
+func openPostgresReadOnly(ctx context.Context, dsn string) (*sqlStore, error) {
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		return nil, err
+	}
+	cfg.RuntimeParams["default_transaction_read_only"] = "on"
+	db := stdlib.OpenDB(*cfg)
+	db.SetMaxOpenConns(4)
+	db.SetMaxIdleConns(4)
+	if err := db.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if err := checkSchema(ctx, db); err != nil {
 		db.Close()
 		return nil, err
 	}

@@ -170,3 +170,20 @@ func migrate(ctx context.Context, db *sql.DB, d *dialect) error {
 	}
 	return nil
 }
+
+// checkSchema reports whether the schema is the one this roomsync knows, for a store opened
+// read-only, which cannot migrate it.
+func checkSchema(ctx context.Context, db *sql.DB) error {
+	var current int
+	if err := db.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&current); err != nil {
+		return fmt.Errorf("read the schema version (is this a roomsync store?): %w", err)
+	}
+	latest := migrations[len(migrations)-1].version
+	switch {
+	case current < latest:
+		return fmt.Errorf("the schema is at version %d, older than this roomsync's (%d): open the store read-write once (roomsync sync or the manager) to migrate it", current, latest)
+	case current > latest:
+		return fmt.Errorf("the schema is at version %d, newer than this roomsync knows (%d)", current, latest)
+	}
+	return nil
+}

@@ -66,6 +66,7 @@ type Room struct {
 }
 
 // Peer is a homeserver to pull events from.
+// +kubebuilder:validation:XValidation:rule="!has(self.url) || !self.url.startsWith('http://') || !has(self.insecureSkipTLSVerify) || !self.insecureSkipTLSVerify",message="insecureSkipTLSVerify applies only to TLS: url is plain http"
 type Peer struct {
 	// ServerName is the peer's Matrix server name: a DNS name, IPv4 address or bracketed
 	// IPv6 address, with an optional port, for example `matrix.org` or `[::1]:8448`.
@@ -78,17 +79,27 @@ type Peer struct {
 	ServerName string `json:"serverName"`
 
 	// URL is the base URL of the peer's federation API, for example
-	// `https://synapse.matrix.svc:8448`. It skips server discovery, which suits in-cluster
-	// peers, and allows loopback and private addresses.
+	// `https://synapse.matrix.svc:8448`: http or https, a host, an optional port from 1 to
+	// 65535 and an optional path, with no query, fragment or credentials. It skips server
+	// discovery, which suits in-cluster peers.
+	//
+	// Loopback and private addresses are contacted when the user named them: through this
+	// url, or, without it, when the server name itself is an IP literal or the host name as
+	// written here. Only addresses that .well-known or SRV delegation leads to are refused.
 	// +optional
 	// +kubebuilder:validation:MaxLength=2048
 	// +kubebuilder:validation:Pattern=`^https?://`
+	// +kubebuilder:validation:XValidation:rule="!isURL(self) || url(self).getPort() == '' || (size(url(self).getPort()) <= 5 && int(url(self).getPort()) >= 1 && int(url(self).getPort()) <= 65535)",message="url port must be 1 to 65535"
+	// +kubebuilder:validation:XValidation:rule="!self.contains('?') && !self.contains('#')",message="url must not have a query or fragment"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^https?://[^/?#]*@')",message="url must not carry credentials"
 	URL string `json:"url,omitempty"`
 
-	// InsecureSkipTLSVerify accepts any TLS certificate from this peer. Every event's signature
-	// is still verified, but this peer's own signing key then arrives over a channel anyone
-	// could answer: events of this server are only as trustworthy as the network path, and
-	// its keys are used for the session only, never kept in the store.
+	// InsecureSkipTLSVerify accepts any TLS certificate from this peer, however it is reached:
+	// through url or through server discovery. Every event's signature is still verified, but
+	// this peer's own signing key then arrives over a channel anyone could answer: events of
+	// this server are only as trustworthy as the network path, and its keys are used for the
+	// session only, never kept in the store. It applies only to TLS, so it is refused with a
+	// plain http:// url.
 	// +optional
 	InsecureSkipTLSVerify bool `json:"insecureSkipTLSVerify,omitempty"`
 }

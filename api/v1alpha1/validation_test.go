@@ -111,6 +111,38 @@ func TestRejectsInvalidRoomSyncs(t *testing.T) {
 			spec: "rooms: [{id: '!a:example.org'}]\npeers: [{serverName: example.org, url: 'ftp://example.org'}]",
 			want: []string{"spec.peers[0].url", "should match"},
 		},
+		"room ID with a control character": {
+			spec: "rooms: [{id: \"!a\\x01:example.org\"}]\npeers: [{serverName: example.org}]",
+			want: []string{"spec.rooms[0].id", "should match"},
+		},
+		"room ID over 255 characters": {
+			spec: "rooms: [{id: '!" + strings.Repeat("a", 255) + "'}]\npeers: [{serverName: example.org}]",
+			want: []string{"spec.rooms[0].id", "Too long"},
+		},
+		"peer URL port over 65535": {
+			spec: "rooms: [{id: '!a:example.org'}]\npeers: [{serverName: example.org, url: 'https://example.org:99999'}]",
+			want: []string{"spec.peers[0].url", "url port must be 1 to 65535"},
+		},
+		"peer URL port zero": {
+			spec: "rooms: [{id: '!a:example.org'}]\npeers: [{serverName: example.org, url: 'https://example.org:0/'}]",
+			want: []string{"spec.peers[0].url", "url port must be 1 to 65535"},
+		},
+		"peer URL with a query": {
+			spec: "rooms: [{id: '!a:example.org'}]\npeers: [{serverName: example.org, url: 'https://example.org/?a=b'}]",
+			want: []string{"spec.peers[0].url", "url must not have a query or fragment"},
+		},
+		"peer URL with a fragment": {
+			spec: "rooms: [{id: '!a:example.org'}]\npeers: [{serverName: example.org, url: 'https://example.org/#top'}]",
+			want: []string{"spec.peers[0].url", "url must not have a query or fragment"},
+		},
+		"peer URL with credentials": {
+			spec: "rooms: [{id: '!a:example.org'}]\npeers: [{serverName: example.org, url: 'https://user:secret@example.org'}]",
+			want: []string{"spec.peers[0].url", "url must not carry credentials"},
+		},
+		"insecureSkipTLSVerify over plain http": {
+			spec: "rooms: [{id: '!a:example.org'}]\npeers: [{serverName: example.org, url: 'http://synapse:8008', insecureSkipTLSVerify: true}]",
+			want: []string{"spec.peers[0]", "insecureSkipTLSVerify applies only to TLS: url is plain http"},
+		},
 		"backfillLimit zero": {
 			spec: validSpec + "limits: {backfillLimit: 0}",
 			want: []string{"spec.limits.backfillLimit", "greater than or equal to 1"},
@@ -169,6 +201,9 @@ func TestAcceptsValidRoomSyncsAndDefaults(t *testing.T) {
 		"v12 room ID":      "rooms: [{id: '!AbC-_123xyz'}]\npeers: [{serverName: example.org}]",
 		"IPv6 peer":        "rooms: [{id: '!a:[::1]:8448'}]\npeers: [{serverName: '[::1]:8448', url: 'https://[::1]:8448', insecureSkipTLSVerify: true}]",
 		"IPv4 peer":        "rooms: [{id: '!a:127.0.0.1:8448'}]\npeers: [{serverName: '127.0.0.1:8448'}, {serverName: matrix.org}]",
+		"plain http peer":  "rooms: [{id: '!a:example.org'}]\npeers: [{serverName: example.org, url: 'http://synapse.matrix.svc:8008/prefix/'}]",
+		"URL port 65535":   "rooms: [{id: '!a:example.org'}]\npeers: [{serverName: example.org, url: 'https://example.org:65535', insecureSkipTLSVerify: false}]",
+		"insecure, no url": "rooms: [{id: '!a:example.org'}]\npeers: [{serverName: example.org, insecureSkipTLSVerify: true}]",
 		"bounded by depth": validSpec + "history: {mode: Bounded, minDepth: 1000}",
 		"bounded by time":  validSpec + "history: {mode: Bounded, since: '2026-01-01T00:00:00Z'}",
 		"all limits":       validSpec + "limits: {backfillLimit: 100, missingEventsLimit: 20, maxEventsPerReconcile: 5000}\ninterval: 1h30m\nsuspend: true",

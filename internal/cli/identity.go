@@ -3,17 +3,22 @@ package cli
 import (
 	"bufio"
 	"context"
+	"crypto/ed25519"
+	"crypto/tls"
+	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
+	"regexp"
 	"strings"
 	"time"
 
 	mfed "maunium.net/go/mautrix/federation"
+	"maunium.net/go/mautrix/id"
 
+	roomsyncv1alpha1 "github.com/roomsync/roomsync/api/v1alpha1"
 	"github.com/roomsync/roomsync/resolver/federation"
 )
 
@@ -64,12 +69,54 @@ func (o *identityOptions) validate() error {
 	return errors.Join(errs...)
 }
 
-// checkServerName applies the Matrix grammar: a DNS name, IPv4 or [IPv6], optional port.
+// checkServerName applies the RoomSync rule of a peer's server name, so that a flag takes what
+// a RoomSync takes, and mautrix's grammar, with which the federation client reads the name.
 func checkServerName(name string) error {
+	if err := roomsyncv1alpha1.ValidateServerName(name); err != nil {
+		return err
+	}
 	if _, _, ok := mfed.ParseServerName(name); !ok {
 		return fmt.Errorf("%q is not a Matrix server name (host, IPv4 or [IPv6], optional :port)", name)
 	}
 	return nil
+}
+
+// checkPeerFlag checks a --peer NAME[=URL] as the RoomSync rules check a peer's serverName
+// and url.
+func checkPeerFlag(spec string) error {
+	name, rawURL, hasURL := strings.Cut(spec, "=")
+	if err := checkServerName(name); err != nil {
+		return fmt.Errorf("--peer %s: %w", spec, err)
+	}
+	if hasURL {
+		if err := roomsyncv1alpha1.ValidatePeerURL(rawURL); err != nil {
+			return fmt.Errorf("--peer %s: URL %q: %w", spec, rawURL, err)
+		}
+	}
+	return nil
+}
+
+// checkRoomFlag checks a --room as the RoomSync rules check rooms[].id.
+func checkRoomFlag(room string) error {
+	if err := roomsyncv1alpha1.ValidateRoomID(room); err != nil {
+		return fmt.Errorf("--room %w", err)
+	}
+	return nil
+}
+
+// checkInsecureFlag refuses --insecure-skip-tls-verify when every peer is named with a plain
+// http URL: a flag that cannot apply is refused, as a RoomSync refuses the peer setting.
+func checkInsecureFlag(insecure bool, peers []string) error {
+	if !insecure || len(peers) == 0 {
+		return nil
+	}
+	for _, spec := range peers {
+		_, rawURL, _ := strings.Cut(spec, "=")
+		if roomsyncv1alpha1.ValidatePeerTLS(rawURL, true) == nil {
+			return nil
+		}
+	}
+	return errors.New("--insecure-skip-tls-verify applies only to TLS: every --peer has a plain http URL")
 }
 
 // loadSigningKey reads the first key line of a Synapse-format key file.
@@ -80,14 +127,14 @@ func loadSigningKey(path string) (*mfed.SigningKey, error) {
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
-	for sc.Scan() {
+	for lineNo := 1; sc.Scan(); lineNo++ {
 		line := strings.TrimSpace(sc.Text())
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
-		key, err := mfed.ParseSynapseKey(line)
+		key, err := parseSigningKey(line)
 		if err != nil {
-			return nil, fmt.Errorf("signing key %s: %w", path, err)
+			return nil, fmt.Errorf("signing key %s, line %d: %w", path, lineNo, err)
 		}
 		return key, nil
 	}
@@ -97,6 +144,41 @@ func loadSigningKey(path string) (*mfed.SigningKey, error) {
 	return nil, fmt.Errorf("signing key %s: the file holds no key (make one with `roomsync keygen`)", path)
 }
 
+// keyVersion is the spec's grammar of a key version, the part of a key ID after "ed25519:".
+var keyVersion = regexp.MustCompile(`^[A-Za-z0-9_]+$`)
+
+// parseSigningKey reads a Synapse key line, `ed25519 VERSION SEED`. Every part is checked
+// here: mautrix's parser hands a seed of the wrong length to ed25519.NewKeyFromSeed, which
+// panics.
+func parseSigningKey(line string) (*mfed.SigningKey, error) {
+	const format = "want `ed25519 VERSION SEED` as `roomsync keygen` prints it"
+	fields := strings.Fields(line)
+	if len(fields) != 3 {
+		return nil, fmt.Errorf("%d fields, %s", len(fields), format)
+	}
+	alg, version, seed64 := fields[0], fields[1], fields[2]
+	if alg != string(id.KeyAlgorithmEd25519) {
+		return nil, fmt.Errorf("algorithm %q is not supported, only ed25519", alg)
+	}
+	if !keyVersion.MatchString(version) {
+		return nil, fmt.Errorf("key version %q may hold only letters, digits and _", version)
+	}
+	// Synapse writes the seed unpadded and reads it either way.
+	seed64 = strings.TrimRight(seed64, "=")
+	seed, err := base64.RawStdEncoding.DecodeString(seed64)
+	if err != nil {
+		return nil, fmt.Errorf("the seed is not base64: %w", err)
+	}
+	if len(seed) != ed25519.SeedSize {
+		return nil, fmt.Errorf("the seed is %d bytes, an ed25519 seed is %d", len(seed), ed25519.SeedSize)
+	}
+	key, err := mfed.ParseSynapseKey(alg + " " + version + " " + seed64)
+	if err != nil {
+		return nil, fmt.Errorf("parse key: %w", err)
+	}
+	return key, nil
+}
+
 // keyServer serves our key on --listen until stop is called, and returns the address it
 // bound. It binds before returning, so a bad address fails at once rather than in the
 // background.
@@ -104,31 +186,26 @@ func (o *identityOptions) keyServer(key *mfed.SigningKey, version string) (addr 
 	if o.listen == "" {
 		return "", func() {}, nil
 	}
+	// A certificate that does not load fails here, at start, rather than in the goroutine.
+	if o.tlsCert != "" {
+		if _, err := tls.LoadX509KeyPair(o.tlsCert, o.tlsKey); err != nil {
+			return "", nil, fmt.Errorf("serve key on %s: %w", o.listen, err)
+		}
+	}
 	ln, err := net.Listen("tcp", o.listen)
 	if err != nil {
 		return "", nil, fmt.Errorf("--listen %s: %w", o.listen, err)
 	}
-	srv := &http.Server{
-		Handler:           federation.NewKeyServer(o.serverName, key, version),
-		ReadHeaderTimeout: 10 * time.Second,
-	}
-	errc := make(chan error, 1)
+	srv := federation.NewKeyServer(o.serverName, key, version)
+	done := make(chan struct{})
 	go func() {
-		if o.tlsCert != "" {
-			errc <- srv.ServeTLS(ln, o.tlsCert, o.tlsKey)
-		} else {
-			errc <- srv.Serve(ln)
-		}
+		defer close(done)
+		_ = srv.Serve(ln, o.tlsCert, o.tlsKey) // ends with Shutdown
 	}()
-	// A bad certificate makes ServeTLS return at once: give it a moment to say so.
-	select {
-	case err := <-errc:
-		return "", nil, fmt.Errorf("serve key on %s: %w", o.listen, err)
-	case <-time.After(50 * time.Millisecond):
-	}
 	return ln.Addr().String(), func() {
 		shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = srv.Shutdown(shutdownCtx)
+		<-done
 	}, nil
 }

@@ -48,8 +48,9 @@ func runInspect(args []string, stdout, stderr io.Writer) int {
 		return ExitBadInput
 	}
 
+	// Read-only: inspecting must not create a store on a mistyped path, nor migrate one.
 	ctx := context.Background()
-	st, err := store.Open(ctx, *storeURL)
+	st, err := store.OpenReadOnly(ctx, *storeURL)
 	if err != nil {
 		return badInput(stderr, fs, err)
 	}

@@ -88,10 +88,19 @@ func (o *syncOptions) validate() error {
 	if len(o.rooms) == 0 {
 		errs = append(errs, errors.New("at least one --room is required"))
 	}
+	// The rules of a RoomSync's rooms and peers: a flag takes what a RoomSync takes.
+	for _, spec := range o.peers {
+		if err := checkPeerFlag(spec); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := checkInsecureFlag(o.insecureSkipVerify, o.peers); err != nil {
+		errs = append(errs, err)
+	}
 	seen := map[string]bool{}
 	for _, room := range o.rooms {
-		if !strings.HasPrefix(room, "!") || len(room) < 2 || strings.ContainsAny(room, " \t\n") {
-			errs = append(errs, fmt.Errorf("--room %q is not a room ID (they start with !)", room))
+		if err := checkRoomFlag(room); err != nil {
+			errs = append(errs, err)
 		}
 		if seen[room] {
 			errs = append(errs, fmt.Errorf("--room %s is named twice", room))
@@ -112,6 +121,9 @@ func (o *syncOptions) validate() error {
 		errs = append(errs, errors.New("--max-events-per-pass must be positive"))
 	case o.maxPasses < 1 || o.concurrency < 1:
 		errs = append(errs, errors.New("--max-passes and --concurrency must be positive"))
+	}
+	if o.timeout < 0 {
+		errs = append(errs, errors.New("--timeout must not be negative (0 is no limit)"))
 	}
 	return errors.Join(errs...)
 }
