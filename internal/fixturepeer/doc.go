@@ -6,9 +6,10 @@
 //     does the hashing, event IDs and signing) sent by users on several origin servers, with
 //     forks, merges, long linear stretches and member joins. It is deterministic for a seed.
 //   - [Start] serves the Matrix server-server API for such a room over TLS on 127.0.0.1 from
-//     a subset of the DAG (a [Hold]), with faults (5xx, 429, hangs, truncated or huge bodies)
-//     and lies (wrong, foreign, stripped, badly signed or mis-identified events) that can be
-//     switched while the peer runs, and per-endpoint request counters.
+//     a subset of the DAG (a [Hold]), with faults (5xx, 429, hangs, truncated or huge bodies,
+//     floods of tiny PDUs, PDUs over the spec's size) and lies (wrong, foreign, stripped,
+//     badly signed or mis-identified events) that can be switched while the peer runs, and
+//     per-endpoint request counters.
 //
 // Origin servers are named by IP literals on closed loopback ports ("127.0.0.1:1", see
 // [DefaultOrigins]): asking one directly for its key fails at once and without any DNS

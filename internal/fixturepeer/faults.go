@@ -54,6 +54,24 @@ const (
 	FaultHugeBody
 	// FaultDisconnect closes the connection without answering.
 	FaultDisconnect
+	// FaultManyPDUs answers 200 with Count tiny PDUs ("{}", default DefaultManyPDUs), generated
+	// while streaming, never allocated: the pdus of a /backfill or /event answer (and of any
+	// other endpoint), the events of a /get_missing_events answer, or at /make_join the
+	// prev_events of the template (event IDs). Three bytes a PDU: 20 million fit in 60 MiB,
+	// under any byte cap a client would set.
+	FaultManyPDUs
+	// FaultHugePDU answers 200 with one PDU of Size bytes (default MaxPDUBytes+1, one past
+	// the spec's limit) where FaultManyPDUs puts its PDUs (at /make_join, as the template),
+	// streamed.
+	FaultHugePDU
+)
+
+// Defaults of the hostile faults.
+const (
+	// DefaultManyPDUs is FaultManyPDUs' count.
+	DefaultManyPDUs = 1_000_000
+	// MaxPDUBytes is the spec's limit on one PDU; FaultHugePDU sends one byte more.
+	MaxPDUBytes = 65536
 )
 
 func (k FaultKind) String() string {
@@ -70,6 +88,10 @@ func (k FaultKind) String() string {
 		return "huge-body"
 	case FaultDisconnect:
 		return "disconnect"
+	case FaultManyPDUs:
+		return "many-pdus"
+	case FaultHugePDU:
+		return "huge-pdu"
 	}
 	return fmt.Sprintf("FaultKind(%d)", int(k))
 }
@@ -90,8 +112,10 @@ type Fault struct {
 
 	HangFor time.Duration // FaultHang: bound, default the peer's hang limit
 
-	Size          int64 // FaultHugeBody: bytes, default 100 MiB
+	Size          int64 // FaultHugeBody: bytes, default 100 MiB; FaultHugePDU: the PDU's bytes
 	DeclareLength bool  // FaultHugeBody: send Content-Length
+
+	Count int // FaultManyPDUs: PDUs (prev_events at /make_join), default DefaultManyPDUs
 }
 
 type faultState struct {

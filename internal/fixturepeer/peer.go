@@ -515,6 +515,14 @@ func (p *Peer) wrap(ep Endpoint, authenticate bool, h handlerFunc) http.Handler 
 				rec.Status = http.StatusOK
 				p.writeHuge(w, cmp.Or(fault.Size, 100<<20), fault.DeclareLength)
 				return
+			case FaultManyPDUs:
+				rec.Status = http.StatusOK
+				p.writeManyPDUs(w, r, ep, cmp.Or(fault.Count, DefaultManyPDUs))
+				return
+			case FaultHugePDU:
+				rec.Status = http.StatusOK
+				p.writeHugePDU(w, r, ep, cmp.Or(fault.Size, MaxPDUBytes+1))
+				return
 			case FaultDisconnect:
 				if hj, ok := w.(http.Hijacker); ok {
 					if conn, _, err := hj.Hijack(); err == nil {
@@ -587,6 +595,12 @@ func (p *Peer) writeHuge(w http.ResponseWriter, size int64, declare bool) {
 		w.Header().Set("Content-Length", strconv.FormatInt(int64(len(head))+pad+int64(len(tail)), 10))
 	}
 	w.WriteHeader(http.StatusOK)
+	p.writePadded(w, head, pad, tail)
+}
+
+// writePadded writes head, pad bytes of "x" and tail, stopping when the client goes away or
+// the peer closes.
+func (p *Peer) writePadded(w io.Writer, head []byte, pad int64, tail string) {
 	if _, err := w.Write(head); err != nil {
 		return
 	}
@@ -603,4 +617,69 @@ func (p *Peer) writeHuge(w http.ResponseWriter, size int64, declare bool) {
 		pad -= n
 	}
 	_, _ = io.WriteString(w, tail)
+}
+
+// pduEnvelope is the JSON around the PDUs of an answer at ep, where FaultManyPDUs and
+// FaultHugePDU put theirs: at /make_join, around the template.
+func (p *Peer) pduEnvelope(r *http.Request, ep Endpoint) (head, tail string) {
+	switch ep {
+	case EndpointMissingEvents:
+		return `{"events":[`, `]}`
+	case EndpointMakeJoin:
+		version := id.RoomVersion("10")
+		if sr, ok := p.rooms[id.RoomID(r.PathValue("roomId"))]; ok {
+			version = sr.room.Version
+		}
+		return fmt.Sprintf(`{"room_version":%q,"event":`, version), `}`
+	}
+	return fmt.Sprintf(`{"origin":%q,"origin_server_ts":%d,"pdus":[`, p.name, time.Now().UnixMilli()), `]}`
+}
+
+// writeManyPDUs streams an answer at ep of n "{}" PDUs, or at /make_join a template of n
+// prev_events, in 64 KiB writes.
+func (p *Peer) writeManyPDUs(w http.ResponseWriter, r *http.Request, ep Endpoint, n int) {
+	head, tail := p.pduEnvelope(r, ep)
+	elem := func(b []byte, _ int) []byte { return append(b, "{}"...) }
+	if ep == EndpointMakeJoin {
+		head += `{"type":"m.room.member","prev_events":[`
+		tail = `]}` + tail
+		elem = func(b []byte, i int) []byte {
+			b = strconv.AppendInt(append(b, `"$e`...), int64(i), 10)
+			return append(b, '"')
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	const flushAt = 64 << 10
+	buf := make([]byte, 0, flushAt+64)
+	buf = append(buf, head...)
+	for i := range n {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		buf = elem(buf, i)
+		if len(buf) >= flushAt {
+			select {
+			case <-p.closed:
+				return
+			default:
+			}
+			if _, err := w.Write(buf); err != nil {
+				return
+			}
+			buf = buf[:0]
+		}
+	}
+	buf = append(buf, tail...)
+	_, _ = w.Write(buf)
+}
+
+// writeHugePDU streams an answer at ep holding one PDU of size bytes.
+func (p *Peer) writeHugePDU(w http.ResponseWriter, r *http.Request, ep Endpoint, size int64) {
+	head, tail := p.pduEnvelope(r, ep)
+	const pduHead, pduTail = `{"type":"m.room.message","prev_events":[],"padding":"`, `"}`
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	pad := max(size-int64(len(pduHead)+len(pduTail)), 0)
+	p.writePadded(w, []byte(head+pduHead), pad, pduTail+tail)
 }

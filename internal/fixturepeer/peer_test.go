@@ -908,3 +908,51 @@ func TestOriginNamesFailFast(t *testing.T) {
 		t.Errorf("discovery of %s did not fail fast: %v after %v", DefaultOrigins[0], err, elapsed)
 	}
 }
+
+func TestHostileFaults(t *testing.T) {
+	r := linear()
+	p := Start(t, r)
+	c := client(t, p)
+	head := r.Heads()[0]
+	user := id.NewUserID("roomsync", ourName)
+	makeJoin := func() (*federation.RespMakeJoin, error) {
+		return c.MakeJoin(ctx(t), &federation.ReqMakeJoin{RoomID: r.ID, UserID: user, Via: p.ServerName(), SupportedVersions: []id.RoomVersion{r.Version}})
+	}
+	allEmpty := func(pdus []json.RawMessage) bool {
+		return !slices.ContainsFunc(pdus, func(raw json.RawMessage) bool { return string(raw) != "{}" })
+	}
+
+	p.SetFaults(Fault{Kind: FaultManyPDUs, Count: 1000})
+	if pdus, err := backfill(t, c, p, r.ID, 5, head); err != nil || len(pdus) != 1000 || !allEmpty(pdus) {
+		t.Errorf("many PDUs at /backfill: %d PDUs, %v", len(pdus), err)
+	}
+	if pdus, err := gme(t, c, p, r.ID, nil, []id.EventID{head}, 5, 0); err != nil || len(pdus) != 1000 || !allEmpty(pdus) {
+		t.Errorf("many PDUs at /get_missing_events: %d PDUs, %v", len(pdus), err)
+	}
+	if resp, err := c.GetEvent(ctx(t), p.ServerName(), head); err != nil || len(resp.PDUs) != 1000 {
+		t.Errorf("many PDUs at /event: %v", err)
+	}
+	resp, err := makeJoin()
+	if err != nil {
+		t.Fatalf("many prev_events at /make_join: %v", err)
+	}
+	var tmpl struct {
+		Prev []string `json:"prev_events"`
+	}
+	if err := json.Unmarshal(resp.Event, &tmpl); err != nil || resp.RoomVersion != r.Version || len(tmpl.Prev) != 1000 || tmpl.Prev[999] != "$e999" {
+		t.Errorf("many prev_events at /make_join: version %s, %d prev_events, %v", resp.RoomVersion, len(tmpl.Prev), err)
+	}
+
+	p.SetFaults(Fault{Kind: FaultHugePDU})
+	pdus, err := backfill(t, c, p, r.ID, 5, head)
+	if err != nil || len(pdus) != 1 || len(pdus[0]) != MaxPDUBytes+1 || !json.Valid(pdus[0]) {
+		t.Errorf("huge PDU at /backfill: %d PDUs, %v", len(pdus), err)
+	}
+	if resp, err := makeJoin(); err != nil || len(resp.Event) != MaxPDUBytes+1 {
+		t.Errorf("huge template at /make_join: %v", err)
+	}
+	p.SetFaults(Fault{Kind: FaultHugePDU, Size: 200, Endpoint: EndpointMissingEvents})
+	if pdus, err := gme(t, c, p, r.ID, nil, []id.EventID{head}, 5, 0); err != nil || len(pdus) != 1 || len(pdus[0]) != 200 {
+		t.Errorf("200-byte PDU at /get_missing_events: %d PDUs, %v", len(pdus), err)
+	}
+}

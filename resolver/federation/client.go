@@ -13,8 +13,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"net/url"
+	"strconv"
 	"time"
 
 	"github.com/tidwall/gjson"
@@ -119,14 +122,21 @@ func (c *Client) Close() { c.fed.HTTP.CloseIdleConnections() }
 
 // Backfill asks peer for up to limit events preceding (and including) the events in from.
 func (c *Client) Backfill(ctx context.Context, peer, roomID string, from []string, limit int) ([]json.RawMessage, error) {
-	resp, err := c.fed.Backfill(ctx, &mfed.ReqBackfill{ServerName: peer, RoomID: id.RoomID(roomID), Limit: limit, BackfillFrom: toEventIDs(from)})
-	if err != nil {
-		return nil, err
+	params := mfed.RequestParams{
+		ServerName:   peer,
+		Method:       http.MethodGet,
+		Path:         mfed.URLPath{"v1", "backfill", id.RoomID(roomID)},
+		Query:        url.Values{"limit": {strconv.Itoa(limit)}, "v": from},
+		Authenticate: true,
 	}
-	if resp == nil {
-		return nil, fmt.Errorf("%w: empty /backfill body", ErrBadResponse)
-	}
-	return resp.PDUs, nil
+	var pdus []json.RawMessage
+	err := c.fetchAnswer(ctx, params, c.fed.ResponseSizeLimit, "/backfill", func(body io.Reader, maxBytes int64) error {
+		var err error
+		// Servers count the v events they repeat within the limit or on top of it.
+		pdus, err = decodePDUs(body, maxBytes, "/backfill", "pdus", max(limit, 0)+len(from))
+		return err
+	})
+	return pdus, err
 }
 
 // MissingEvents asks peer for events preceding latest that are not preceded by earliest.
@@ -140,32 +150,62 @@ func (c *Client) MissingEvents(ctx context.Context, peer, roomID string, earlies
 		Limit:          max(limit, 1),
 		MinDepth:       int(minDepth),
 	}
-	resp, err := c.fed.GetMissingEvents(ctx, req)
-	if err != nil {
-		return nil, err
+	params := mfed.RequestParams{
+		ServerName:   peer,
+		Method:       http.MethodPost,
+		Path:         mfed.URLPath{"v1", "get_missing_events", req.RoomID},
+		Authenticate: true,
+		RequestJSON:  req,
 	}
-	if resp == nil {
-		return nil, fmt.Errorf("%w: empty /get_missing_events body", ErrBadResponse)
-	}
-	return resp.Events, nil
+	var pdus []json.RawMessage
+	err := c.fetchAnswer(ctx, params, c.fed.ResponseSizeLimit, "/get_missing_events", func(body io.Reader, maxBytes int64) error {
+		var err error
+		pdus, err = decodePDUs(body, maxBytes, "/get_missing_events", "events", req.Limit)
+		return err
+	})
+	return pdus, err
 }
 
 // Event fetches one event by ID.
 func (c *Client) Event(ctx context.Context, peer, eventID string) (json.RawMessage, error) {
-	resp, err := c.fed.GetEvent(ctx, peer, id.EventID(eventID))
+	params := mfed.RequestParams{
+		ServerName:   peer,
+		Method:       http.MethodGet,
+		Path:         mfed.URLPath{"v1", "event", id.EventID(eventID)},
+		Authenticate: true,
+	}
+	var pdus []json.RawMessage
+	err := c.fetchAnswer(ctx, params, c.fed.ResponseSizeLimit, "/event", func(body io.Reader, maxBytes int64) error {
+		var err error
+		pdus, err = decodePDUs(body, maxBytes, "/event", "pdus", 1)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
-	if resp == nil || len(resp.PDUs) != 1 {
-		return nil, fmt.Errorf("%w: /event answered with %d PDUs, want 1", ErrBadResponse, pduCount(resp))
+	if len(pdus) != 1 {
+		return nil, fmt.Errorf("%w: /event answered with %d PDUs, want 1", ErrBadResponse, len(pdus))
 	}
-	return resp.PDUs[0], nil
+	return pdus[0], nil
 }
 
 // LatestEvent asks peer for its newest event in the room at or before now
 // (/timestamp_to_event with dir=b). Dendrite v0.13.8 does not serve it (404 M_UNRECOGNIZED).
 func (c *Client) LatestEvent(ctx context.Context, peer, roomID string, now time.Time) (string, error) {
-	resp, err := c.fed.TimestampToEvent(ctx, peer, id.RoomID(roomID), now, mautrix.DirectionBackward)
+	params := mfed.RequestParams{
+		ServerName: peer,
+		Method:     http.MethodGet,
+		Path:       mfed.URLPath{"v1", "timestamp_to_event", id.RoomID(roomID)},
+		Query: url.Values{
+			"dir": {string(mautrix.DirectionBackward)},
+			"ts":  {strconv.FormatInt(now.UnixMilli(), 10)},
+		},
+		Authenticate: true,
+	}
+	var resp *mautrix.RespTimestampToEvent
+	err := c.fetchAnswer(ctx, params, maxTimestampAnswerBytes, "/timestamp_to_event", func(body io.Reader, maxBytes int64) error {
+		return unmarshalSmall(body, maxBytes, "/timestamp_to_event", &resp)
+	})
 	if err != nil {
 		return "", err
 	}
@@ -179,21 +219,27 @@ func (c *Client) LatestEvent(ctx context.Context, peer, roomID string, now time.
 // nothing by itself: its prev_events are the peer's latest events in the room, and it names
 // the room version.
 func (c *Client) JoinTemplate(ctx context.Context, peer, roomID, userID string, versions []string) (roomVersion string, prevEvents []string, err error) {
-	supported := make([]id.RoomVersion, len(versions))
-	for i, v := range versions {
-		supported[i] = id.RoomVersion(v)
+	params := mfed.RequestParams{
+		ServerName:   peer,
+		Method:       http.MethodGet,
+		Path:         mfed.URLPath{"v1", "make_join", id.RoomID(roomID), id.UserID(userID)},
+		Query:        url.Values{"ver": versions},
+		Authenticate: true,
 	}
-	resp, err := c.fed.MakeJoin(ctx, &mfed.ReqMakeJoin{RoomID: id.RoomID(roomID), UserID: id.UserID(userID), Via: peer, SupportedVersions: supported})
+	var event json.RawMessage
+	err = c.fetchAnswer(ctx, params, c.fed.ResponseSizeLimit, "/make_join", func(body io.Reader, maxBytes int64) error {
+		var err error
+		// The template is a PDU, at most MaxPDUBytes: that bounds its prev_events.
+		roomVersion, event, err = decodeJoinTemplate(body, maxBytes)
+		return err
+	})
 	if err != nil {
 		return "", nil, err
 	}
-	if resp == nil || len(resp.Event) == 0 {
+	if len(event) == 0 || string(event) == "null" {
 		return "", nil, fmt.Errorf("%w: /make_join gave no event", ErrBadResponse)
 	}
-	if !gjson.ValidBytes(resp.Event) {
-		return "", nil, fmt.Errorf("%w: /make_join event is not JSON", ErrBadResponse)
-	}
-	return string(resp.RoomVersion), ReferencedIDs(resp.Event, "prev_events"), nil
+	return roomVersion, ReferencedIDs(event, "prev_events"), nil
 }
 
 // ReferencedIDs reads the event IDs of a PDU's prev_events or auth_events, which room
@@ -213,7 +259,18 @@ func ReferencedIDs(pdu []byte, field string) []string {
 
 // ServerKeys fetches server's own signing keys from it (/_matrix/key/v2/server).
 func (c *Client) ServerKeys(ctx context.Context, server string) (*mfed.ServerKeyResponse, error) {
-	return c.fed.ServerKeys(ctx, server)
+	params := mfed.RequestParams{ServerName: server, Method: http.MethodGet, Path: mfed.KeyURLPath{"v2", "server"}}
+	var resp *mfed.ServerKeyResponse
+	err := c.fetchAnswer(ctx, params, maxKeyAnswerBytes, "/key/v2/server", func(body io.Reader, maxBytes int64) error {
+		return unmarshalSmall(body, maxBytes, "/key/v2/server", &resp)
+	})
+	if err != nil {
+		return nil, err
+	}
+	if resp == nil {
+		return nil, fmt.Errorf("%w: empty /key/v2/server body", ErrBadResponse)
+	}
+	return resp, nil
 }
 
 // QueryKeys asks notary for server's signing keys (/_matrix/key/v2/query): the key keyID,
@@ -224,7 +281,11 @@ func (c *Client) QueryKeys(ctx context.Context, notary, server string, keyID id.
 		criteria[keyID] = mfed.QueryKeysCriteria{}
 	}
 	req := &mfed.ReqQueryKeys{ServerKeys: map[string]map[id.KeyID]mfed.QueryKeysCriteria{server: criteria}}
-	resp, err := c.fed.QueryKeys(ctx, notary, req)
+	params := mfed.RequestParams{ServerName: notary, Method: http.MethodPost, Path: mfed.KeyURLPath{"v2", "query"}, RequestJSON: req}
+	var resp *mfed.QueryKeysResponse
+	err := c.fetchAnswer(ctx, params, maxKeyAnswerBytes, "/key/v2/query", func(body io.Reader, maxBytes int64) error {
+		return unmarshalSmall(body, maxBytes, "/key/v2/query", &resp)
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -240,11 +301,4 @@ func toEventIDs(ids []string) []id.EventID {
 		out[i] = id.EventID(e)
 	}
 	return out
-}
-
-func pduCount(resp *mfed.RespBackfill) int {
-	if resp == nil {
-		return 0
-	}
-	return len(resp.PDUs)
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"strconv"
+	"strings"
 	"time"
 
 	"maunium.net/go/mautrix"
@@ -72,21 +74,55 @@ func Classify(err error) (Outcome, time.Duration) {
 	return OutcomeBadResponse, 0
 }
 
-// maxRetryAfter caps what a peer may ask: a day, so that a bad header cannot silence a peer
-// for good.
-const maxRetryAfter = 24 * time.Hour
+// maxRetryAfter caps the back-off a peer may ask for: an hour. A peer still overloaded after
+// that says so again; a bad or hostile value cannot silence a peer for longer, and a huge one
+// saturates here instead of overflowing into a short wait (retry_after_ms of 2^62 times a
+// millisecond wraps to about two seconds).
+const maxRetryAfter = time.Hour
 
-// retryAfter reads how long a rate-limited peer asked us to wait.
+// retryAfter reads how long a rate-limited peer asked us to wait: retry_after_ms, else the
+// Retry-After header. Values past maxRetryAfter saturate to it; anything unreadable or not
+// positive is 0.
 func retryAfter(e mautrix.HTTPError) time.Duration {
 	if e.RespError != nil {
 		if ms, ok := e.RespError.ExtraData["retry_after_ms"].(float64); ok && ms > 0 {
-			return min(time.Duration(ms)*time.Millisecond, maxRetryAfter)
+			// In floating point: no product can overflow, and +Inf saturates like the rest.
+			if d := ms * float64(time.Millisecond); d < float64(maxRetryAfter) {
+				return time.Duration(d)
+			}
+			return maxRetryAfter
 		}
 	}
 	if e.Response != nil {
-		if d, err := time.ParseDuration(e.Response.Header.Get("Retry-After") + "s"); err == nil && d > 0 {
-			return min(d, maxRetryAfter)
+		// An HTTP date is the peer's clock: measured from its Date header when it sent one,
+		// so that a skew between our clocks does not stretch or cancel the wait.
+		now := time.Now()
+		if date, err := http.ParseTime(e.Response.Header.Get("Date")); err == nil {
+			now = date
 		}
+		return parseRetryAfter(e.Response.Header.Get("Retry-After"), now)
 	}
 	return 0
+}
+
+// parseRetryAfter reads a Retry-After header (RFC 9110 §10.2.3): delay-seconds, or an
+// HTTP-date taken relative to now.
+func parseRetryAfter(h string, now time.Time) time.Duration {
+	h = strings.TrimSpace(h)
+	if h == "" {
+		return 0
+	}
+	if strings.Trim(h, "0123456789") == "" {
+		secs, err := strconv.ParseUint(h, 10, 64)
+		if err != nil || secs > uint64(maxRetryAfter/time.Second) {
+			// All digits, so the only error is a number too large: saturate.
+			return maxRetryAfter
+		}
+		return time.Duration(secs) * time.Second
+	}
+	t, err := http.ParseTime(h)
+	if err != nil {
+		return 0
+	}
+	return min(max(t.Sub(now), 0), maxRetryAfter)
 }
