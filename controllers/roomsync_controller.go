@@ -28,7 +28,7 @@ import (
 type RoomSyncReconciler struct {
 	client.Client
 	Recorder events.EventRecorder
-	// Syncer runs the sync passes; nil leaves every room NotSynced.
+	// Syncer runs the sync passes.
 	Syncer *Syncer
 
 	// MaxConcurrentReconciles bounds how many RoomSyncs are reconciled at once.
@@ -67,13 +67,13 @@ func reconcileRequestedPredicate() predicate.Predicate {
 	}
 }
 
-// Reconcile runs one pass over a RoomSync: suspend, validation, then the sync steps. Every exit
-// goes through finish, which summarises conditions, records an Event on a change of state and
-// patches the status once.
+// Reconcile runs one pass over a RoomSync: suspend, validation, then the sync steps. The steps
+// return a verdict or a typed error; finish, deferred, is the one writer of conditions: it
+// summarises them, records an Event on a change of state and updates the status once.
 func (r *RoomSyncReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
 	obj := &roomsyncv1alpha1.RoomSync{}
 	if err := r.Get(ctx, req.NamespacedName, obj); err != nil {
-		if apierrors.IsNotFound(err) && r.Syncer != nil {
+		if apierrors.IsNotFound(err) {
 			// Deleted: the stored events stay (see the RoomSync docs); only the session goes.
 			r.Syncer.Forget(req.NamespacedName)
 		}
@@ -81,46 +81,43 @@ func (r *RoomSyncReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 	}
 	base := obj.DeepCopy()
 	start := time.Now()
+	var v verdict
 	defer func() {
-		result, retErr = r.finish(ctx, base, obj, result, retErr, start)
+		result, retErr = r.finish(ctx, base, obj, v, retErr, start)
 	}()
-
-	if v, ok := obj.GetAnnotations()[roomsyncv1alpha1.ReconcileRequestedAnnotation]; ok {
-		obj.Status.LastHandledReconcileAt = v
-	}
-
-	if obj.Spec.Suspend {
-		ctrl.LoggerFrom(ctx).V(1).Info("Reconciliation is suspended")
-		markSuspended(obj)
-		return ctrl.Result{}, nil
-	}
-
-	if err := validateSpec(&obj.Spec); err != nil {
-		return ctrl.Result{}, &stallingError{Reason: roomsyncv1alpha1.ReasonInvalidSpec, Err: err}
-	}
-
-	return r.reconcileRooms(ctx, obj)
+	v, retErr = r.reconcile(ctx, obj)
+	return ctrl.Result{}, retErr
 }
 
-// reconcileRooms runs one bounded sync pass over the rooms and reports their state. Without a
-// Syncer (a manager with no event store) nothing is synced, and the RoomSync says so rather
-// than claiming a Ready it has not earned.
-func (r *RoomSyncReconciler) reconcileRooms(ctx context.Context, obj *roomsyncv1alpha1.RoomSync) (ctrl.Result, error) {
+// reconcile runs the steps in order and returns their verdict.
+func (r *RoomSyncReconciler) reconcile(ctx context.Context, obj *roomsyncv1alpha1.RoomSync) (verdict, error) {
+	// A new value of the requestedAt annotation asks for a pass now: peers and gaps in
+	// back-off are asked again.
+	requested := false
+	if v, ok := obj.GetAnnotations()[roomsyncv1alpha1.ReconcileRequestedAnnotation]; ok {
+		requested = v != obj.Status.LastHandledReconcileAt
+		obj.Status.LastHandledReconcileAt = v
+	}
+	if obj.Spec.Suspend {
+		ctrl.LoggerFrom(ctx).V(1).Info("Reconciliation is suspended")
+		return suspended(), nil
+	}
+	if err := validateSpec(&obj.Spec); err != nil {
+		return verdict{}, &stallingError{Reason: roomsyncv1alpha1.ReasonInvalidSpec, Err: err}
+	}
+	return r.reconcileRooms(ctx, obj, requested)
+}
+
+// reconcileRooms runs one bounded sync pass over the rooms and reports their state.
+func (r *RoomSyncReconciler) reconcileRooms(ctx context.Context, obj *roomsyncv1alpha1.RoomSync, retryNow bool) (verdict, error) {
 	obj.Status.Rooms = roomStatusesForSpec(obj.Spec.Rooms, obj.Status.Rooms)
 	obj.Status.Peers = peerStatusesForSpec(obj.Spec.Peers, obj.Status.Peers)
 	obj.Status.Summary = summarize(obj.Status.Rooms)
-	if r.Syncer == nil {
-		msg := fmt.Sprintf("%d of %d rooms not synced yet: this manager has no event store", len(obj.Status.Rooms), len(obj.Status.Rooms))
-		setCondition(obj, roomsyncv1alpha1.ReadyCondition, metav1.ConditionFalse, roomsyncv1alpha1.ReasonNotSynced, msg)
-		setCondition(obj, roomsyncv1alpha1.ReconcilingCondition, metav1.ConditionTrue, roomsyncv1alpha1.ReasonNotSynced, msg)
-		return ctrl.Result{RequeueAfter: jitter(obj.SyncInterval())}, nil
-	}
-
-	results, peers, err := r.Syncer.Sync(ctx, obj)
+	results, peers, err := r.Syncer.Sync(ctx, obj, retryNow)
 	if err != nil {
 		// The spec passed validation, so this is the federation client refusing our
 		// identity or a peer: nothing a retry fixes.
-		return ctrl.Result{}, &stallingError{Reason: roomsyncv1alpha1.ReasonInvalidSpec, Err: err}
+		return verdict{}, &stallingError{Reason: roomsyncv1alpha1.ReasonInvalidSpec, Err: err}
 	}
 	now := metav1.Now()
 	applyResults(obj, results, now)
@@ -136,46 +133,39 @@ func (r *RoomSyncReconciler) reconcileRooms(ctx context.Context, obj *roomsyncv1
 	return decide(obj, results, peers)
 }
 
-// finish turns the outcome of a pass into conditions, an Event and the requeue decision, then
-// patches the status if it changed.
+// finish writes the conditions of a verdict (or of a step's error), records an Event on a
+// change of state, and updates the status if it changed. Stalled RoomSyncs are not requeued:
+// a spec change passes the generation predicate. Transient errors go back to
+// controller-runtime, which backs off.
 func (r *RoomSyncReconciler) finish(ctx context.Context, base, obj *roomsyncv1alpha1.RoomSync,
-	result ctrl.Result, err error, start time.Time) (ctrl.Result, error) {
+	v verdict, err error, start time.Time) (ctrl.Result, error) {
 	log := ctrl.LoggerFrom(ctx)
 	outcome := "success"
+	if err != nil {
+		v = verdictOf(err)
+		switch {
+		case v.Stalled:
+			outcome, err = "stalled", nil
+			log.Info("Reconciliation stalled until the spec changes", "reason", v.Reason, "error", v.Message)
+		case v.RequeueAfter > 0:
+			outcome, err = "waiting", nil
+		default:
+			outcome = "error"
+		}
+	}
 	defer func() {
-		if r.Syncer != nil && r.Syncer.Metrics != nil {
+		if r.Syncer.Metrics != nil {
 			r.Syncer.Metrics.ReconcileSeconds.WithLabelValues(outcome).Observe(time.Since(start).Seconds())
 		}
 	}()
-
-	if stalling, ok := asStalling(err); ok {
-		outcome = "stalled"
-		msg := stalling.Err.Error()
-		setCondition(obj, roomsyncv1alpha1.StalledCondition, metav1.ConditionTrue, stalling.Reason, msg)
-		setCondition(obj, roomsyncv1alpha1.ReadyCondition, metav1.ConditionFalse, stalling.Reason, msg)
-		apimeta.RemoveStatusCondition(&obj.Status.Conditions, roomsyncv1alpha1.ReconcilingCondition)
-		log.Info("Reconciliation stalled until the spec changes", "reason", stalling.Reason, "error", msg)
-		// No requeue and no error: retrying cannot help until the spec changes, and a spec
-		// change passes the generation predicate.
-		result, err = ctrl.Result{}, nil
-	} else {
-		apimeta.RemoveStatusCondition(&obj.Status.Conditions, roomsyncv1alpha1.StalledCondition)
-		if waiting, ok := asWaiting(err); ok {
-			outcome = "waiting"
-			msg := waiting.Err.Error()
-			setCondition(obj, roomsyncv1alpha1.ReadyCondition, metav1.ConditionFalse, waiting.Reason, msg)
-			setCondition(obj, roomsyncv1alpha1.ReconcilingCondition, metav1.ConditionTrue, waiting.Reason, msg)
-			result, err = ctrl.Result{RequeueAfter: waiting.RequeueAfter}, nil
-		} else if err != nil {
-			outcome = "error"
-			setCondition(obj, roomsyncv1alpha1.ReadyCondition, metav1.ConditionFalse, roomsyncv1alpha1.ReasonSyncing, err.Error())
-			setCondition(obj, roomsyncv1alpha1.ReconcilingCondition, metav1.ConditionTrue, roomsyncv1alpha1.ReasonSyncing, err.Error())
-		}
-	}
-
+	writeConditions(obj, v)
 	obj.Status.ObservedGeneration = obj.Generation
 	r.recordTransition(base, obj)
 
+	result := ctrl.Result{RequeueAfter: v.RequeueAfter}
+	if err != nil {
+		result = ctrl.Result{}
+	}
 	if !equality.Semantic.DeepEqual(base.Status, obj.Status) {
 		// The whole status is written, not a merge patch of the difference: the controller
 		// owns it, and a merge patch can neither clear an omitted field nor carry zero
@@ -213,30 +203,10 @@ func (r *RoomSyncReconciler) recordTransition(base, obj *roomsyncv1alpha1.RoomSy
 	}
 	eventType := "Warning"
 	switch now.Reason {
-	case roomsyncv1alpha1.ReasonConverged, roomsyncv1alpha1.ReasonSyncing,
-		roomsyncv1alpha1.ReasonNotSynced, roomsyncv1alpha1.ReasonSuspended:
+	case roomsyncv1alpha1.ReasonConverged, roomsyncv1alpha1.ReasonSyncing, roomsyncv1alpha1.ReasonSuspended:
 		eventType = "Normal"
 	}
 	r.Recorder.Eventf(obj, nil, eventType, now.Reason, "Reconcile", "%s", now.Message)
-}
-
-// markSuspended reports that nothing is being pulled. Ready goes False: a suspended RoomSync
-// no longer keeps its rooms up to date, whatever they held when it was suspended.
-func markSuspended(obj *roomsyncv1alpha1.RoomSync) {
-	msg := "spec.suspend is true: no federation pulls; stored events are kept"
-	setCondition(obj, roomsyncv1alpha1.ReadyCondition, metav1.ConditionFalse, roomsyncv1alpha1.ReasonSuspended, msg)
-	apimeta.RemoveStatusCondition(&obj.Status.Conditions, roomsyncv1alpha1.ReconcilingCondition)
-	apimeta.RemoveStatusCondition(&obj.Status.Conditions, roomsyncv1alpha1.StalledCondition)
-}
-
-func setCondition(obj *roomsyncv1alpha1.RoomSync, condType string, status metav1.ConditionStatus, reason, msg string) {
-	apimeta.SetStatusCondition(&obj.Status.Conditions, metav1.Condition{
-		Type:               condType,
-		Status:             status,
-		Reason:             reason,
-		Message:            msg,
-		ObservedGeneration: obj.Generation,
-	})
 }
 
 // jitter spreads requeues over ±10% of d so RoomSyncs created together do not pull together.

@@ -163,8 +163,9 @@ func TestSuspendStopsWork(t *testing.T) {
 		t.Errorf("suspended RoomSync says Reconciling: %+v", c)
 	}
 
-	// A reconcile of a suspended object does nothing and asks for no requeue.
-	r := &RoomSyncReconciler{Client: k8sClient}
+	// A reconcile of a suspended object does nothing and asks for no requeue. Its syncer has
+	// no store and no identity: a pass would fail.
+	r := &RoomSyncReconciler{Client: k8sClient, Syncer: &Syncer{}}
 	res, err := r.Reconcile(context.Background(), ctrl.Request{NamespacedName: key})
 	if err != nil || res != (ctrl.Result{}) {
 		t.Errorf("Reconcile of a suspended RoomSync = %+v, %v; want no requeue, no error", res, err)
@@ -203,7 +204,7 @@ func TestInvalidPeerURLStallsWithoutRetry(t *testing.T) {
 	}
 
 	// Stalled means no retry: no requeue and no error for the rate limiter to back off on.
-	r := &RoomSyncReconciler{Client: k8sClient}
+	r := &RoomSyncReconciler{Client: k8sClient, Syncer: &Syncer{}}
 	res, err := r.Reconcile(context.Background(), ctrl.Request{NamespacedName: key})
 	if err != nil || res != (ctrl.Result{}) {
 		t.Errorf("Reconcile of a stalled RoomSync = %+v, %v; want no requeue, no error", res, err)

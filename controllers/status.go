@@ -1,14 +1,9 @@
 package controllers
 
 import (
-	"fmt"
 	"math"
-	"strings"
-	"time"
 
-	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	ctrl "sigs.k8s.io/controller-runtime"
 
 	roomsyncv1alpha1 "github.com/roomsync/roomsync/api/v1alpha1"
 	"github.com/roomsync/roomsync/resolver"
@@ -85,6 +80,10 @@ func applyResults(obj *roomsyncv1alpha1.RoomSync, results []resolver.RoomResult,
 			st.LatestDepth = r.Room.MaxDepth
 			st.Gaps = int64(r.Gaps + len(r.UnknownHeads))
 			st.Unfillable = int64(r.Unfillable)
+			st.WaitingFor = nil
+			for _, w := range r.WaitingFor[:min(len(r.WaitingFor), maxWaitingFor)] {
+				st.WaitingFor = append(st.WaitingFor, truncate(w, 256))
+			}
 		}
 		st.Converged = r.Converged
 		st.LastSyncTime = &now
@@ -94,6 +93,9 @@ func applyResults(obj *roomsyncv1alpha1.RoomSync, results []resolver.RoomResult,
 		}
 	}
 }
+
+// maxWaitingFor is the schema's bound on status.rooms[].waitingFor.
+const maxWaitingFor = 16
 
 // applyPeers writes the resolver's view of the peers into the peer statuses.
 func applyPeers(obj *roomsyncv1alpha1.RoomSync, peers []resolver.PeerStatus) {
@@ -107,99 +109,6 @@ func applyPeers(obj *roomsyncv1alpha1.RoomSync, peers []resolver.PeerStatus) {
 		out = append(out, st)
 	}
 	obj.Status.Peers = out
-}
-
-// decide sets the conditions after a pass and says when to come back: soon while there is
-// progress, after the peers' back-off when none answered, at the interval once converged.
-func decide(obj *roomsyncv1alpha1.RoomSync, results []resolver.RoomResult, peers []resolver.PeerStatus) (ctrl.Result, error) {
-	s := obj.Status.Summary
-	interval := obj.SyncInterval()
-	if s.ConvergedRooms == s.Rooms {
-		msg := fmt.Sprintf("%d rooms converged, %d events stored", s.Rooms, s.Events)
-		// Converged means every head of the peers that answered is stored: say who did not.
-		var silent []string
-		for _, p := range peers {
-			if !p.Healthy {
-				silent = append(silent, p.ServerName)
-			}
-		}
-		if len(silent) > 0 {
-			msg += fmt.Sprintf(" (%d of %d peers not answering: %s)", len(silent), len(peers), strings.Join(silent, ", "))
-		}
-		setCondition(obj, roomsyncv1alpha1.ReadyCondition, metav1.ConditionTrue, roomsyncv1alpha1.ReasonConverged, msg)
-		apimeta.RemoveStatusCondition(&obj.Status.Conditions, roomsyncv1alpha1.ReconcilingCondition)
-		return ctrl.Result{RequeueAfter: jitter(interval)}, nil
-	}
-
-	answered, progress, more := false, false, false
-	for _, r := range results {
-		answered = answered || r.PeersAnswered > 0
-		progress = progress || r.Stored > 0
-		more = more || r.BudgetExhausted
-	}
-	if !answered {
-		var errs []string
-		for _, p := range peers {
-			if p.LastError != "" {
-				errs = append(errs, p.ServerName+": "+truncate(p.LastError, 200))
-			}
-		}
-		if len(errs) == 0 {
-			// No peer error recorded: the pass failed on our side (the store, say).
-			for _, r := range results {
-				if r.Err != nil {
-					errs = append(errs, truncate(r.Err.Error(), 200))
-					break
-				}
-			}
-		}
-		// Come back when the first peer's back-off ends, which is when a request can go out.
-		wait := min(interval/5, 30*time.Second)
-		if next := nextPeerRetry(peers); !next.IsZero() {
-			wait = min(max(time.Until(next), time.Second), interval)
-		}
-		return ctrl.Result{}, &waitingError{
-			Reason:       roomsyncv1alpha1.ReasonPeerUnreachable,
-			Err:          fmt.Errorf("no peer answered: %s", strings.Join(errs, "; ")),
-			RequeueAfter: wait,
-		}
-	}
-	msg := fmt.Sprintf("%d of %d rooms converged, %d gaps left", s.ConvergedRooms, s.Rooms, s.Gaps)
-	if more {
-		// A pass stopped at its budget with work left: go on at once.
-		setCondition(obj, roomsyncv1alpha1.ReadyCondition, metav1.ConditionFalse, roomsyncv1alpha1.ReasonSyncing, msg)
-		setCondition(obj, roomsyncv1alpha1.ReconcilingCondition, metav1.ConditionTrue, roomsyncv1alpha1.ReasonSyncing, msg)
-		return ctrl.Result{RequeueAfter: time.Second}, nil
-	}
-	if progress {
-		// Progress without a full budget: the rest waits on peers or gap back-offs.
-		setCondition(obj, roomsyncv1alpha1.ReadyCondition, metav1.ConditionFalse, roomsyncv1alpha1.ReasonSyncing, msg)
-		setCondition(obj, roomsyncv1alpha1.ReconcilingCondition, metav1.ConditionTrue, roomsyncv1alpha1.ReasonSyncing, msg)
-		return ctrl.Result{RequeueAfter: jitter(min(interval/10, 10*time.Second))}, nil
-	}
-	if s.Unfillable > 0 {
-		msg = fmt.Sprintf("%s; %d gaps no peer could fill, retried with back-off", msg, s.Unfillable)
-		setCondition(obj, roomsyncv1alpha1.ReadyCondition, metav1.ConditionFalse, roomsyncv1alpha1.ReasonGapUnfillable, msg)
-		setCondition(obj, roomsyncv1alpha1.ReconcilingCondition, metav1.ConditionTrue, roomsyncv1alpha1.ReasonGapUnfillable, msg)
-		return ctrl.Result{RequeueAfter: jitter(interval / 5)}, nil
-	}
-	setCondition(obj, roomsyncv1alpha1.ReadyCondition, metav1.ConditionFalse, roomsyncv1alpha1.ReasonSyncing, msg)
-	setCondition(obj, roomsyncv1alpha1.ReconcilingCondition, metav1.ConditionTrue, roomsyncv1alpha1.ReasonSyncing, msg)
-	return ctrl.Result{RequeueAfter: jitter(min(interval/5, 30*time.Second))}, nil
-}
-
-// nextPeerRetry is the end of the shortest peer back-off (zero when a peer is available now).
-func nextPeerRetry(peers []resolver.PeerStatus) time.Time {
-	var next time.Time
-	for _, p := range peers {
-		if p.Healthy {
-			return time.Time{}
-		}
-		if next.IsZero() || p.BackoffUntil.Before(next) {
-			next = p.BackoffUntil
-		}
-	}
-	return next
 }
 
 func truncate(s string, n int) string {

@@ -43,6 +43,8 @@ var (
 	eventStore store.Store
 	// metricsURL is the manager's Prometheus endpoint.
 	metricsURL string
+	// syncer is the manager's: tests look at its sessions.
+	syncer *Syncer
 )
 
 // operatorServer is the manager's federation server name in the tests.
@@ -152,18 +154,19 @@ func startManager(ctx context.Context) (<-chan struct{}, error) {
 	if err != nil {
 		return nil, err
 	}
+	syncer = &Syncer{
+		Store:           eventStore,
+		ServerName:      operatorServer,
+		Key:             mfed.GenerateSigningKey(),
+		RoomConcurrency: 2,
+		PassTimeout:     time.Minute,
+		Metrics:         NewMetrics(),
+		Log:             ctrl.Log.WithName("resolver"),
+	}
 	r := &RoomSyncReconciler{
-		Client:   mgr.GetClient(),
-		Recorder: mgr.GetEventRecorder("roomsync-controller"),
-		Syncer: &Syncer{
-			Store:           eventStore,
-			ServerName:      operatorServer,
-			Key:             mfed.GenerateSigningKey(),
-			RoomConcurrency: 2,
-			PassTimeout:     time.Minute,
-			Metrics:         NewMetrics(),
-			Log:             ctrl.Log.WithName("resolver"),
-		},
+		Client:                  mgr.GetClient(),
+		Recorder:                mgr.GetEventRecorder("roomsync-controller"),
+		Syncer:                  syncer,
 		MaxConcurrentReconciles: 4,
 	}
 	if err := r.SetupWithManager(mgr); err != nil {

@@ -15,7 +15,6 @@ import (
 
 	roomsyncv1alpha1 "github.com/roomsync/roomsync/api/v1alpha1"
 	"github.com/roomsync/roomsync/internal/fixturepeer"
-	"github.com/roomsync/roomsync/store"
 )
 
 // These tests run the manager's full loop — reconcile, resolver, store, status — against
@@ -64,7 +63,7 @@ func TestRoomSyncConvergesAndSaysSo(t *testing.T) {
 	if c := apimeta.FindStatusCondition(got.Status.Conditions, roomsyncv1alpha1.ReconcilingCondition); c != nil {
 		t.Errorf("converged RoomSync still Reconciling: %+v", c)
 	}
-	if err := store.CheckConsistency(context.Background(), eventStore, string(room.ID)); err != nil {
+	if err := eventStore.CheckConsistency(context.Background(), string(room.ID)); err != nil {
 		t.Fatal(err)
 	}
 
@@ -210,7 +209,7 @@ func TestRoomSyncsSharingARoom(t *testing.T) {
 			t.Errorf("%s: %d events, want %d", key.Name, got.Status.Summary.Events, len(room.Events))
 		}
 	}
-	if err := store.CheckConsistency(context.Background(), eventStore, string(room.ID)); err != nil {
+	if err := eventStore.CheckConsistency(context.Background(), string(room.ID)); err != nil {
 		t.Fatal(err)
 	}
 	r, err := eventStore.Room(context.Background(), string(room.ID))
@@ -218,11 +217,31 @@ func TestRoomSyncsSharingARoom(t *testing.T) {
 		t.Fatalf("store room %+v, %v", r, err)
 	}
 
-	// Deleting a RoomSync keeps the events.
-	if err := k8sClient.Delete(context.Background(), &roomsyncv1alpha1.RoomSync{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "share-0"}}); err != nil {
+	// Deleting a RoomSync ends its session and its metric series; the events stay, and so
+	// does the other RoomSync.
+	gone := client.ObjectKey{Namespace: ns, Name: "share-0"}
+	kept := client.ObjectKey{Namespace: ns, Name: "share-1"}
+	series := func(key client.ObjectKey) string {
+		return fmt.Sprintf(`roomsync_room_events{name=%q,namespace=%q,room=%q}`, key.Name, key.Namespace, room.ID)
+	}
+	if !syncer.hasSession(gone) || !strings.Contains(scrape(t), series(gone)) {
+		t.Fatal("share-0 has no session or metric series before its deletion")
+	}
+	if err := k8sClient.Delete(context.Background(), &roomsyncv1alpha1.RoomSync{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: gone.Name}}); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(500 * time.Millisecond)
+	eventually(t, 30*time.Second, func() error {
+		if syncer.hasSession(gone) {
+			return fmt.Errorf("share-0's session outlived it")
+		}
+		if metrics := scrape(t); strings.Contains(metrics, series(gone)) || !strings.Contains(metrics, series(kept)) {
+			return fmt.Errorf("want share-0's series gone and share-1's kept")
+		}
+		return nil
+	})
+	if !syncer.hasSession(kept) {
+		t.Error("deleting share-0 ended share-1's session")
+	}
 	if r, err := eventStore.Room(context.Background(), string(room.ID)); err != nil || r.Events != int64(len(room.Events)) {
 		t.Fatalf("after delete: %+v, %v", r, err)
 	}

@@ -2,7 +2,6 @@ package controllers
 
 import (
 	"context"
-	"fmt"
 	"slices"
 	"sync"
 	"time"
@@ -13,7 +12,6 @@ import (
 
 	roomsyncv1alpha1 "github.com/roomsync/roomsync/api/v1alpha1"
 	"github.com/roomsync/roomsync/resolver"
-	"github.com/roomsync/roomsync/resolver/federation"
 	"github.com/roomsync/roomsync/store"
 )
 
@@ -27,8 +25,8 @@ type Syncer struct {
 	ServerName           string
 	Key                  *mfed.SigningKey
 	AllowPrivateNetworks bool
-	// InsecureSkipTLSVerify skips certificate checks for every peer with a URL, whatever
-	// its RoomSync says.
+	// InsecureSkipTLSVerify skips certificate checks for every peer, whatever its RoomSync
+	// says.
 	InsecureSkipTLSVerify bool
 	// JoinUser is the localpart named in make_join requests (which join nothing).
 	JoinUser string
@@ -48,7 +46,6 @@ type Syncer struct {
 type session struct {
 	uid        types.UID
 	generation int64
-	client     *federation.Client
 	resolver   *resolver.Resolver
 }
 
@@ -61,60 +58,41 @@ func (s *Syncer) resolverFor(obj *roomsyncv1alpha1.RoomSync) (*resolver.Resolver
 		return sess.resolver, nil
 	}
 	if old, ok := s.sessions[key]; ok {
-		old.client.Close()
+		old.resolver.Close()
 		delete(s.sessions, key)
 	}
 
-	names := make([]string, 0, len(obj.Spec.Peers))
-	endpoints := map[string]federation.Endpoint{}
-	for _, peer := range obj.Spec.Peers {
-		names = append(names, peer.ServerName)
-		if peer.URL == "" {
-			continue
+	peers := make([]resolver.Peer, len(obj.Spec.Peers))
+	for i, peer := range obj.Spec.Peers {
+		peers[i] = resolver.Peer{
+			ServerName:            peer.ServerName,
+			URL:                   peer.URL,
+			InsecureSkipTLSVerify: peer.InsecureSkipTLSVerify || s.InsecureSkipTLSVerify,
 		}
-		ep, err := federation.ParseEndpoint(peer.URL, peer.InsecureSkipTLSVerify || s.InsecureSkipTLSVerify)
-		if err != nil {
-			return nil, fmt.Errorf("peer %s: %w", peer.ServerName, err)
-		}
-		endpoints[peer.ServerName] = ep
-	}
-	client, err := federation.NewClient(federation.Options{
-		ServerName:           s.ServerName,
-		Key:                  s.Key,
-		Endpoints:            endpoints,
-		AllowPrivateNetworks: s.AllowPrivateNetworks,
-		UserAgent:            "roomsync-operator",
-	})
-	if err != nil {
-		return nil, err
-	}
-	joinUser := s.JoinUser
-	if joinUser == "" {
-		joinUser = "roomsync"
 	}
 	var observer resolver.Observer
 	if s.Metrics != nil {
 		observer = s.Metrics.Observer()
 	}
-	peerSet := resolver.NewPeerSet(names)
-	res, err := resolver.New(resolver.Config{
-		Store:      s.Store,
-		Client:     client,
-		Keys:       federation.NewKeyRing(client, peerSet.Available).WithKeyStore(resolver.KeyStoreOf(s.Store)).Key,
-		Peers:      peerSet,
-		JoinUserID: "@" + joinUser + ":" + s.ServerName,
-		Limits:     limitsOf(obj.Spec.Limits),
-		Observer:   observer,
-		Log:        s.Log.WithValues("roomsync", key.String()),
+	res, err := resolver.Open(resolver.Setup{
+		Store:                s.Store,
+		ServerName:           s.ServerName,
+		Key:                  s.Key,
+		Peers:                peers,
+		AllowPrivateNetworks: s.AllowPrivateNetworks,
+		JoinUser:             s.JoinUser,
+		Limits:               limitsOf(obj.Spec.Limits),
+		Observer:             observer,
+		Log:                  s.Log.WithValues("roomsync", key.String()),
+		UserAgent:            "roomsync-operator",
 	})
 	if err != nil {
-		client.Close()
 		return nil, err
 	}
 	if s.sessions == nil {
 		s.sessions = map[types.NamespacedName]*session{}
 	}
-	s.sessions[key] = &session{uid: obj.UID, generation: obj.Generation, client: client, resolver: res}
+	s.sessions[key] = &session{uid: obj.UID, generation: obj.Generation, resolver: res}
 	return res, nil
 }
 
@@ -122,7 +100,7 @@ func (s *Syncer) resolverFor(obj *roomsyncv1alpha1.RoomSync) (*resolver.Resolver
 func (s *Syncer) Forget(key types.NamespacedName) {
 	s.mu.Lock()
 	if sess, ok := s.sessions[key]; ok {
-		sess.client.Close()
+		sess.resolver.Close()
 		delete(s.sessions, key)
 	}
 	s.mu.Unlock()
@@ -131,11 +109,23 @@ func (s *Syncer) Forget(key types.NamespacedName) {
 	}
 }
 
-// Sync runs one bounded pass over every room of the RoomSync.
-func (s *Syncer) Sync(ctx context.Context, obj *roomsyncv1alpha1.RoomSync) ([]resolver.RoomResult, []resolver.PeerStatus, error) {
+// hasSession reports whether a RoomSync has a live session.
+func (s *Syncer) hasSession(key types.NamespacedName) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.sessions[key]
+	return ok
+}
+
+// Sync runs one bounded pass over every room of the RoomSync. With retryNow (a new
+// requestedAt) peers and gaps in back-off are asked again.
+func (s *Syncer) Sync(ctx context.Context, obj *roomsyncv1alpha1.RoomSync, retryNow bool) ([]resolver.RoomResult, []resolver.PeerStatus, error) {
 	res, err := s.resolverFor(obj)
 	if err != nil {
 		return nil, nil, err
+	}
+	if retryNow {
+		res.Peers().RetryAll()
 	}
 	if s.PassTimeout > 0 {
 		var cancel context.CancelFunc

@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -61,7 +62,7 @@ func TestRoomStatusesFollowTheSpec(t *testing.T) {
 		[]roomsyncv1alpha1.Room{{ID: "!new:x"}, {ID: "!kept:x"}},
 		[]roomsyncv1alpha1.RoomStatus{{ID: "!gone:x", Events: 7}, now},
 	)
-	if len(got) != 2 || got[0].ID != "!new:x" || got[0].Events != 0 || got[1] != now {
+	if len(got) != 2 || got[0].ID != "!new:x" || got[0].Events != 0 || !reflect.DeepEqual(got[1], now) {
 		t.Errorf("roomStatusesForSpec = %+v", got)
 	}
 	s := summarize([]roomsyncv1alpha1.RoomStatus{

@@ -10,13 +10,13 @@ import (
 	"github.com/roomsync/roomsync/store"
 )
 
-// store verifies one response's PDUs and stores those that pass, in one atomic batch. expect,
+// accept verifies one response's PDUs and stores those that pass, in one atomic batch. expect,
 // when set, lists the IDs that were asked for by ID: any other event in the answer is a lie.
 // A response holding another room's event, or an event that was not asked for, is discarded
 // whole (ok is false) and the peer is marked as having answered badly: a peer that lies once
 // is not trusted for the rest of that answer. It returns which of the response's events are
 // now held.
-func (p *pass) store(ctx context.Context, peer string, raws []json.RawMessage, expect []string) (held map[string]bool, ok bool, err error) {
+func (p *pass) accept(ctx context.Context, peer, endpoint string, raws []json.RawMessage, expect []string) (held map[string]bool, ok bool, err error) {
 	events, rejections := p.verifyAll(ctx, raws)
 	expected := map[string]bool{}
 	for _, id := range expect {
@@ -39,6 +39,9 @@ func (p *pass) store(ctx context.Context, peer string, raws []json.RawMessage, e
 		}
 	}
 	for _, rej := range rejections {
+		if rej.Reason == RejectKeyUnavailable && rej.EventID != "" {
+			p.keyWaits[rej.EventID] = rej.Server
+		}
 		p.res.Rejected[rej.Reason]++
 		p.r.cfg.Observer.Rejected(p.roomID, rej.Reason, 1)
 	}
@@ -47,7 +50,7 @@ func (p *pass) store(ctx context.Context, peer string, raws []json.RawMessage, e
 	}
 	if lie != nil {
 		// Every event of the answer is dropped, including the ones that verified.
-		p.r.cfg.Peers.Record(peer, federation.OutcomeBadResponse, 0, lie)
+		p.r.cfg.Peers.Record(peer, endpoint, federation.OutcomeBadResponse, 0, lie)
 		p.res.Err = fmt.Errorf("discarded answer of %s: %w", peer, lie)
 		return nil, false, nil
 	}

@@ -10,9 +10,9 @@ import (
 	"github.com/go-logr/logr"
 	mfed "maunium.net/go/mautrix/federation"
 
+	"github.com/roomsync/roomsync/internal/fixturepeer"
 	"github.com/roomsync/roomsync/resolver"
 	"github.com/roomsync/roomsync/resolver/federation"
-	"github.com/roomsync/roomsync/internal/fixturepeer"
 	"github.com/roomsync/roomsync/store"
 )
 
@@ -79,7 +79,7 @@ func benchResolver(b *testing.B, peer *fixturepeer.Peer, i int) (store.Store, *r
 	}
 	peers := resolver.NewPeerSet([]string{peer.ServerName()})
 	res, err := resolver.New(resolver.Config{
-		Store: st, Client: client, Keys: federation.NewKeyRing(client, peers.Available).Key, Peers: peers,
+		Store: st, Client: client, Keys: federation.NewKeyRing(client, peers.Reachable).Key, Peers: peers,
 		JoinUserID: "@roomsync:" + ourServer, Log: logr.Discard(),
 		Limits: resolver.Limits{MaxEventsPerPass: 100000},
 	})

@@ -13,9 +13,9 @@ import (
 	mfed "maunium.net/go/mautrix/federation"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/roomsync/roomsync/internal/fixturepeer"
 	"github.com/roomsync/roomsync/resolver"
 	"github.com/roomsync/roomsync/resolver/federation"
-	"github.com/roomsync/roomsync/internal/fixturepeer"
 	"github.com/roomsync/roomsync/store"
 )
 
@@ -91,7 +91,7 @@ func newHarnessOnStore(t *testing.T, room *fixturepeer.Room, peers []*fixturepee
 	}
 	t.Cleanup(client.Close)
 	cfg.Client = client
-	cfg.Keys = federation.NewKeyRing(client, peerSet.Available).WithKeyStore(resolver.KeyStoreOf(st)).Key
+	cfg.Keys = federation.NewKeyRing(client, peerSet.Reachable).WithKeyStore(resolver.KeyStoreOf(st)).WithRetryAfterRecovery(peerSet.RetrySince).Key
 	res, err := resolver.New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -178,7 +178,7 @@ func (h *harness) assertHolds(want, wantGaps fixturepeer.EventSet) {
 	if len(gaps) != len(wantGaps) {
 		h.t.Errorf("%d backward extremities, want %d", len(gaps), len(wantGaps))
 	}
-	if err := store.CheckConsistency(ctx, h.store, string(h.room.ID)); err != nil {
+	if err := h.store.CheckConsistency(ctx, string(h.room.ID)); err != nil {
 		h.t.Fatalf("store inconsistent: %v", err)
 	}
 	h.assertAllValid()

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -45,6 +46,10 @@ type pass struct {
 	version     string
 	budget      int
 	maxRequests int
+
+	// keyWaits names, for events refused because their signing key could not be fetched,
+	// the server whose key it was: a gap on them waits for that key.
+	keyWaits map[string]string
 
 	// mu guards the request counters of res, which concurrent head requests update.
 	mu sync.Mutex
@@ -113,14 +118,15 @@ func (p *pass) run(ctx context.Context) error {
 // forward extremities, and the room version), or where make_join is refused,
 // /timestamp_to_event (one event, the newest). Nothing is joined.
 func (p *pass) discoverHeads(ctx context.Context) (heads []string, version string) {
-	peers := p.r.cfg.Peers.Available()
+	peers := p.r.cfg.Peers.Reachable()
+	joinable := p.r.cfg.Peers.Available("make_join")
 	answers := make([]headsAnswer, len(peers))
 	var wg sync.WaitGroup
 	for i, peer := range peers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			answers[i] = p.peerHeads(ctx, peer)
+			answers[i] = p.peerHeads(ctx, peer, slices.Contains(joinable, peer))
 		}()
 	}
 	wg.Wait()
@@ -151,30 +157,25 @@ type headsAnswer struct {
 	heads   []string
 }
 
-// peerHeads asks one peer for its heads (see discoverHeads).
-func (p *pass) peerHeads(ctx context.Context, peer string) (a headsAnswer) {
-	err := p.request(ctx, peer, "make_join", func(ctx context.Context) error {
-		var err error
-		a.version, a.heads, err = p.r.cfg.Client.JoinTemplate(ctx, peer, p.roomID, p.r.cfg.JoinUserID, supportedRoomVersions)
-		return err
-	})
-	if err == nil {
-		a.ok = true
-		// A peer cannot make us fetch without bound: a healthy room has a few extremities.
-		if len(a.heads) > maxHeadsPerPeer {
-			a.heads = a.heads[:maxHeadsPerPeer]
+// peerHeads asks one peer for its heads (see discoverHeads): make_join unless that endpoint
+// is backed off, else /timestamp_to_event.
+func (p *pass) peerHeads(ctx context.Context, peer string, tryJoin bool) (a headsAnswer) {
+	if tryJoin {
+		template, err := ask(ctx, p, peer, "make_join", func(ctx context.Context) (joinTemplate, error) {
+			version, heads, err := p.r.cfg.Client.JoinTemplate(ctx, peer, p.roomID, p.r.cfg.JoinUserID, supportedRoomVersions)
+			return joinTemplate{version, heads}, err
+		})
+		if err == nil {
+			// A peer cannot make us fetch without bound: a healthy room has a few extremities.
+			return headsAnswer{ok: true, version: template.version, heads: template.heads[:min(len(template.heads), maxHeadsPerPeer)]}
 		}
-		return a
+		if ctx.Err() != nil {
+			return a
+		}
+		p.log.V(1).Info("make_join refused; asking timestamp_to_event", "peer", peer, "error", err.Error())
 	}
-	if ctx.Err() != nil {
-		return a
-	}
-	p.log.V(1).Info("make_join refused; asking timestamp_to_event", "peer", peer, "error", err.Error())
-	var head string
-	err = p.request(ctx, peer, "timestamp_to_event", func(ctx context.Context) error {
-		var err error
-		head, err = p.r.cfg.Client.LatestEvent(ctx, peer, p.roomID, p.r.cfg.Now())
-		return err
+	head, err := ask(ctx, p, peer, "timestamp_to_event", func(ctx context.Context) (string, error) {
+		return p.r.cfg.Client.LatestEvent(ctx, peer, p.roomID, p.r.cfg.Now())
 	})
 	if err == nil {
 		a.ok, a.heads = true, []string{head}
@@ -182,33 +183,28 @@ func (p *pass) peerHeads(ctx context.Context, peer string) (a headsAnswer) {
 	return a
 }
 
+type joinTemplate struct {
+	version string
+	heads   []string
+}
+
 // versionFromCreateEvent finds the room version where no peer gave it with make_join: it
 // fetches a head, then among its auth events the m.room.create event (in room version 12,
 // the event whose hash is the room ID), and reads content.room_version. The create event
-// must verify under the version it names, with the ID it was asked for, or it is not believed.
+// must verify under the version it names, with the ID it was asked for, or it is not believed;
+// each peer is tried until one gives a create event that verifies.
 func (p *pass) versionFromCreateEvent(ctx context.Context, head string) string {
-	var candidates []string
+	var fromRoomID []string
 	if !strings.Contains(p.roomID, ":") {
-		candidates = append(candidates, "$"+strings.TrimPrefix(p.roomID, "!"))
+		fromRoomID = append(fromRoomID, "$"+strings.TrimPrefix(p.roomID, "!"))
 	}
-	for _, peer := range p.r.cfg.Peers.Available() {
-		var raw json.RawMessage
-		err := p.request(ctx, peer, "event", func(ctx context.Context) error {
-			var err error
-			raw, err = p.r.cfg.Client.Event(ctx, peer, head)
-			return err
-		})
+	for _, peer := range p.r.cfg.Peers.Available("event") {
+		raw, err := p.event(ctx, peer, head)
 		if err != nil {
 			continue
 		}
-		candidates = append(candidates, federation.ReferencedIDs(raw, "auth_events")...)
-		for _, id := range candidates {
-			var createRaw json.RawMessage
-			err := p.request(ctx, peer, "event", func(ctx context.Context) error {
-				var err error
-				createRaw, err = p.r.cfg.Client.Event(ctx, peer, id)
-				return err
-			})
+		for _, id := range append(slices.Clone(fromRoomID), federation.ReferencedIDs(raw, "auth_events")...) {
+			createRaw, err := p.event(ctx, peer, id)
 			if err != nil || gjson.GetBytes(createRaw, "type").Str != "m.room.create" {
 				continue
 			}
@@ -216,14 +212,15 @@ func (p *pass) versionFromCreateEvent(ctx context.Context, head string) string {
 			if v := gjson.GetBytes(createRaw, "content.room_version"); v.Exists() {
 				version = v.Str
 			}
-			ev, rej := VerifyPDU(ctx, p.roomID, version, createRaw, p.r.cfg.Keys)
-			if rej != nil || ev.ID != id {
-				p.log.Info("Create event does not verify under the version it names", "peer", peer, "event", id)
-				return ""
+			if ev, rej := VerifyPDU(ctx, p.roomID, version, createRaw, p.r.cfg.Keys); rej == nil && ev.ID == id {
+				return version
 			}
-			return version
+			p.log.Info("Create event does not verify under the version it names", "peer", peer, "event", id)
+			break
 		}
-		return ""
+		if ctx.Err() != nil {
+			return ""
+		}
 	}
 	return ""
 }
@@ -255,26 +252,28 @@ func (p *pass) fetchEvents(ctx context.Context, ids []string) error {
 		if p.requestsLeft() <= 0 {
 			return nil
 		}
-		for _, peer := range p.r.cfg.Peers.Available() {
-			var raw json.RawMessage
-			err := p.request(ctx, peer, "event", func(ctx context.Context) error {
-				var err error
-				raw, err = p.r.cfg.Client.Event(ctx, peer, id)
-				return err
-			})
+		for _, peer := range p.r.cfg.Peers.Available("event") {
+			raw, err := p.event(ctx, peer, id)
 			if err != nil {
 				continue
 			}
-			stored, ok, err := p.store(ctx, peer, []json.RawMessage{raw}, []string{id})
+			held, ok, err := p.accept(ctx, peer, "event", []json.RawMessage{raw}, []string{id})
 			if err != nil {
 				return err
 			}
-			if ok && stored[id] {
+			if ok && held[id] {
 				break
 			}
 		}
 	}
 	return nil
+}
+
+// event fetches one event from peer.
+func (p *pass) event(ctx context.Context, peer, id string) (json.RawMessage, error) {
+	return ask(ctx, p, peer, "event", func(ctx context.Context) (json.RawMessage, error) {
+		return p.r.cfg.Client.Event(ctx, peer, id)
+	})
 }
 
 // closeForwardGap asks for the events between what we held (earliest) and the new heads
@@ -294,17 +293,14 @@ func (p *pass) closeForwardGap(ctx context.Context, earliest, latest []string) e
 		return nil
 	}
 	limit := min(p.r.cfg.Limits.MissingEventsLimit, p.budget)
-	for _, peer := range p.r.cfg.Peers.Available() {
-		var raws []json.RawMessage
-		err := p.request(ctx, peer, "get_missing_events", func(ctx context.Context) error {
-			var err error
-			raws, err = p.r.cfg.Client.MissingEvents(ctx, peer, p.roomID, earliest, have, limit, p.hist.MinDepth)
-			return err
+	for _, peer := range p.r.cfg.Peers.Available("get_missing_events") {
+		raws, err := ask(ctx, p, peer, "get_missing_events", func(ctx context.Context) ([]json.RawMessage, error) {
+			return p.r.cfg.Client.MissingEvents(ctx, peer, p.roomID, earliest, have, limit, p.hist.MinDepth)
 		})
 		if err != nil || len(raws) == 0 {
 			continue
 		}
-		if _, ok, err := p.store(ctx, peer, raws, nil); err != nil || ok {
+		if _, ok, err := p.accept(ctx, peer, "get_missing_events", raws, nil); err != nil || ok {
 			return err
 		}
 	}
@@ -312,18 +308,21 @@ func (p *pass) closeForwardGap(ctx context.Context, earliest, latest []string) e
 }
 
 // backfill fills backward extremities, a few at a time, from the peers in order, until none
-// is due within the history bound or the budget is spent.
+// is due within the history bound or the budget is spent. Gaps last attempted before the peer
+// set's RetrySince (an earlier run, or before a peer came back) are due whatever their
+// back-off said.
 func (p *pass) backfill(ctx context.Context) error {
 	for p.budget > 0 && p.requestsLeft() > 0 {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if len(p.r.cfg.Peers.Available()) == 0 {
+		if len(p.r.cfg.Peers.Available("backfill")) == 0 {
 			// Every peer is backed off: asking nobody is not an attempt on the gaps.
 			return nil
 		}
 		filter := p.hist.BackwardFilter()
 		filter.DueBy = p.r.cfg.Now()
+		filter.StaleBefore = p.r.cfg.Peers.RetrySince()
 		filter.Limit = p.r.cfg.Limits.BackfillExtremities
 		due, err := p.r.cfg.Store.BackwardExtremities(ctx, p.roomID, filter)
 		if err != nil {
@@ -340,6 +339,17 @@ func (p *pass) backfill(ctx context.Context) error {
 	return nil
 }
 
+// gapAttempt is what one attempt at some gaps learned of the peers.
+type gapAttempt struct {
+	// answered counts the peers that answered: with events, or that they have none to show.
+	answered int
+	// refusals are the answers that showed nothing ("peer: not_found").
+	refusals []string
+	// waiting names each configured peer that was not asked (backed off) or did not answer,
+	// with why: the gaps wait for it.
+	waiting map[string]string
+}
+
 // fill backfills the given extremities from each peer in turn (what one peer leaves goes to
 // the next), then asks for stragglers one by one, and schedules a retry for what stays
 // missing.
@@ -349,31 +359,28 @@ func (p *pass) fill(ctx context.Context, exts []store.BackwardExtremity) error {
 		want[i] = e.EventID
 	}
 	limit := min(p.r.cfg.Limits.BackfillLimit, max(p.budget, 1))
-	var lastErr error
-	var refusals []string
-	answered := 0
-	for _, peer := range p.r.cfg.Peers.Available() {
+	att := gapAttempt{waiting: map[string]string{}}
+	asked := map[string]bool{}
+	for _, peer := range p.r.cfg.Peers.Available("backfill") {
 		if len(want) == 0 || ctx.Err() != nil {
 			break
 		}
-		var raws []json.RawMessage
-		err := p.request(ctx, peer, "backfill", func(ctx context.Context) error {
-			var err error
-			raws, err = p.r.cfg.Client.Backfill(ctx, peer, p.roomID, want, limit)
-			return err
+		asked[peer] = true
+		raws, err := ask(ctx, p, peer, "backfill", func(ctx context.Context) ([]json.RawMessage, error) {
+			return p.r.cfg.Client.Backfill(ctx, peer, p.roomID, want, limit)
 		})
 		if err != nil {
 			if outcome, _ := federation.Classify(err); outcome == federation.OutcomeNotFound || outcome == federation.OutcomeForbidden {
 				// The peer answered: it does not have the events, or will not show them to us.
-				answered++
-				refusals = append(refusals, fmt.Sprintf("%s: %s", peer, outcome))
+				att.answered++
+				att.refusals = append(att.refusals, fmt.Sprintf("%s: %s", peer, outcome))
 			} else {
-				lastErr = err
+				att.waiting[peer] = string(outcome)
 			}
 			continue
 		}
-		answered++
-		if _, _, err := p.store(ctx, peer, raws, nil); err != nil {
+		att.answered++
+		if _, _, err := p.accept(ctx, peer, "backfill", raws, nil); err != nil {
 			return err
 		}
 		if want, err = p.missing(ctx, want); err != nil {
@@ -390,13 +397,22 @@ func (p *pass) fill(ctx context.Context, exts []store.BackwardExtremity) error {
 	if err != nil {
 		return err
 	}
-	return p.scheduleRetries(ctx, exts, stillMissing, answered, refusals, lastErr)
+	if len(stillMissing) > 0 {
+		for _, st := range p.r.cfg.Peers.Status() {
+			if !asked[st.ServerName] {
+				att.waiting[st.ServerName] = "backed off"
+			}
+		}
+	}
+	return p.scheduleRetries(ctx, exts, stillMissing, att)
 }
 
-// scheduleRetries records a failed attempt for each extremity still missing. When every
-// available peer answered and none had it, it is unfillable (for now); otherwise the peers'
-// errors may be to blame and it is simply retried.
-func (p *pass) scheduleRetries(ctx context.Context, exts []store.BackwardExtremity, stillMissing []string, answered int, refusals []string, lastErr error) error {
+// scheduleRetries records a failed attempt for each extremity still missing, with what it
+// waits for. It is unfillable (for now) only when every configured peer answered and none
+// had it; a gap whose peer did not answer, or whose events were refused because their
+// signing key could not be fetched, waits for that peer or key and is due again as soon as a
+// peer comes back (see PeerSet.RetrySince).
+func (p *pass) scheduleRetries(ctx context.Context, exts []store.BackwardExtremity, stillMissing []string, att gapAttempt) error {
 	if ctx.Err() != nil {
 		// The pass was cut short: nothing was learned about these gaps.
 		return nil
@@ -411,25 +427,18 @@ func (p *pass) scheduleRetries(ctx context.Context, exts []store.BackwardExtremi
 			continue
 		}
 		var err error
-		if answered > 0 && lastErr == nil {
+		switch server, keyWait := p.keyWaits[e.EventID]; {
+		case keyWait:
+			err = p.waitFor(ctx, e, now, waitingPrefix+"the signing key of "+server)
+		case len(att.waiting) > 0:
+			err = p.waitFor(ctx, e, now, waitingPrefix+peersWaitedFor(att.waiting))
+		default:
 			next := now.Add(backoff(gapRetryBase, gapRetryMax, e.Attempts+1))
-			reason := fmt.Sprintf("no peer holds it (%d answered)", answered)
-			if len(refusals) > 0 {
-				reason += ": " + strings.Join(refusals, ", ")
+			reason := fmt.Sprintf("no peer holds it (%d answered)", att.answered)
+			if len(att.refusals) > 0 {
+				reason += ": " + strings.Join(att.refusals, ", ")
 			}
 			err = p.r.cfg.Store.MarkUnfillable(ctx, p.roomID, e.EventID, reason, next)
-		} else {
-			// The peers failed, not the gap: try again once one is back, backing off from a
-			// second so that a gap whose peers keep failing is not asked for every pass.
-			next := now.Add(backoff(time.Second, peerBackoffMax, e.Attempts+1))
-			if back := p.r.cfg.Peers.NextAvailable(); back.After(next) {
-				next = back
-			}
-			text := "no peer answered"
-			if lastErr != nil {
-				text = lastErr.Error()
-			}
-			err = p.r.cfg.Store.RecordAttemptFailure(ctx, p.roomID, e.EventID, text, next)
 		}
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
 			return fmt.Errorf("record attempt on %s: %w", e.EventID, err)
@@ -439,10 +448,38 @@ func (p *pass) scheduleRetries(ctx context.Context, exts []store.BackwardExtremi
 	return nil
 }
 
+// waitingPrefix starts the recorded error of a gap that waits for a peer or a key.
+const waitingPrefix = "waiting for "
+
+// waitFor records an attempt at a gap that waits for a peer or a key: retried after a short
+// back-off, and at once when a peer comes back.
+func (p *pass) waitFor(ctx context.Context, e store.BackwardExtremity, now time.Time, reason string) error {
+	next := now.Add(backoff(time.Second, peerBackoffMax, e.Attempts+1))
+	if back := p.r.cfg.Peers.NextAvailable(); back.After(next) {
+		next = back
+	}
+	return p.r.cfg.Store.RecordAttemptFailure(ctx, p.roomID, e.EventID, reason, next)
+}
+
+// peersWaitedFor says which peers gaps wait for, and why, in a stable order: the text is
+// grouped on in status.
+func peersWaitedFor(waiting map[string]string) string {
+	names := slices.Sorted(maps.Keys(waiting))
+	parts := make([]string, len(names))
+	for i, name := range names {
+		parts[i] = fmt.Sprintf("peer %s (%s)", name, waiting[name])
+	}
+	return strings.Join(parts, ", ")
+}
+
 // summarize reads the room's state after the pass into the result.
 func (p *pass) summarize(ctx context.Context, heads []string) error {
 	st := p.r.cfg.Store
 	room, err := st.Room(ctx, p.roomID)
+	if errors.Is(err, store.ErrNotFound) {
+		// Nothing could be stored yet (every answer refused, say): an empty room.
+		room, err = store.Room{ID: p.roomID}, nil
+	}
 	if err != nil {
 		return fmt.Errorf("read room: %w", err)
 	}
@@ -456,25 +493,35 @@ func (p *pass) summarize(ctx context.Context, heads []string) error {
 		return fmt.Errorf("read backward extremities: %w", err)
 	}
 	p.res.Gaps = len(gaps)
+	waiting := map[string]bool{}
 	for _, g := range gaps {
-		if g.Unfillable {
+		switch {
+		case g.Unfillable:
 			p.res.Unfillable++
+		case g.Attempts > 0 && strings.HasPrefix(g.LastError, waitingPrefix):
+			waiting[strings.TrimPrefix(g.LastError, waitingPrefix)] = true
 		}
 	}
+	for _, head := range p.res.UnknownHeads {
+		if server, ok := p.keyWaits[head]; ok {
+			waiting["the signing key of "+server] = true
+		}
+	}
+	p.res.WaitingFor = slices.Sorted(maps.Keys(waiting))
 	p.res.Converged = p.res.PeersAnswered > 0 && len(p.res.UnknownHeads) == 0 && len(gaps) == 0 && room.Events > 0
 	return nil
 }
 
-// request runs one federation request with its bookkeeping: peer health, counts, timing.
-func (p *pass) request(ctx context.Context, peer, endpoint string, do func(context.Context) error) error {
+// ask runs one federation request with its bookkeeping: peer health, counts, timing.
+func ask[T any](ctx context.Context, p *pass, peer, endpoint string, do func(context.Context) (T, error)) (T, error) {
 	start := time.Now()
-	err := do(ctx)
+	v, err := do(ctx)
 	outcome, retryAfter := federation.Classify(err)
 	if err != nil && ctx.Err() != nil {
 		// Our pass ended (its deadline, a shutdown): say nothing of the peer's health.
 		outcome, retryAfter = federation.OutcomeCanceled, 0
 	}
-	p.r.cfg.Peers.Record(peer, outcome, retryAfter, err)
+	p.r.cfg.Peers.Record(peer, endpoint, outcome, retryAfter, err)
 	p.r.cfg.Observer.Request(peer, endpoint, outcome, time.Since(start))
 	p.log.V(2).Info("Federation request", "peer", peer, "endpoint", endpoint, "took", time.Since(start).String())
 	p.mu.Lock()
@@ -484,5 +531,5 @@ func (p *pass) request(ctx context.Context, peer, endpoint string, do func(conte
 		p.res.Err = fmt.Errorf("%s from %s: %w", endpoint, peer, err)
 		p.log.V(1).Info("Federation request failed", "peer", peer, "endpoint", endpoint, "outcome", string(outcome), "error", err.Error())
 	}
-	return err
+	return v, err
 }

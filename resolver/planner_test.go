@@ -4,8 +4,8 @@ import (
 	"context"
 	"testing"
 
-	"github.com/roomsync/roomsync/resolver"
 	"github.com/roomsync/roomsync/internal/fixturepeer"
+	"github.com/roomsync/roomsync/resolver"
 )
 
 // TestPlannerDecisions checks which requests a pass chooses for each situation, by counting

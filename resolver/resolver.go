@@ -161,8 +161,12 @@ type RoomResult struct {
 	UnknownHeads []string
 	// Gaps is the number of backward extremities within the history bound.
 	Gaps int
-	// Unfillable is how many of those no peer could fill at the last attempt.
+	// Unfillable is how many of those every peer answered for and none could fill at the
+	// last attempt.
 	Unfillable int
+	// WaitingFor says what the other gaps wait for: peers that did not answer ("peer a.example
+	// (unreachable)"), signing keys that could not be fetched ("the signing key of a.example").
+	WaitingFor []string
 	// Converged: every peer head is stored and no gap remains within the history bound.
 	Converged bool
 	// BudgetExhausted: the pass stopped at MaxEventsPerPass with work left.
@@ -207,7 +211,7 @@ func (r *Resolver) SyncRooms(ctx context.Context, rooms []string, hist History, 
 // an error only when the pass could not work at all (no room version, the store failing);
 // peer failures are in the result.
 func (r *Resolver) SyncRoom(ctx context.Context, roomID string, hist History) (RoomResult, error) {
-	p := &pass{r: r, roomID: roomID, hist: hist, budget: r.cfg.Limits.MaxEventsPerPass,
+	p := &pass{r: r, roomID: roomID, hist: hist, budget: r.cfg.Limits.MaxEventsPerPass, keyWaits: map[string]string{},
 		log: r.cfg.Log.WithValues("room", roomID),
 		res: RoomResult{RoomID: roomID, Rejected: map[RejectReason]int{}}}
 	err := p.run(ctx)

@@ -38,7 +38,9 @@ const (
 type Rejection struct {
 	Reason  RejectReason
 	EventID string // as computed, when it could be
-	Err     error
+	// Server is the server whose key was missing or whose signature failed.
+	Server string
+	Err    error
 }
 
 func (r *Rejection) Error() string {
@@ -160,10 +162,13 @@ func verifySignatures(ctx context.Context, evID string, servers []string, keys K
 			return key, until, nil
 		}
 		if err := verify(server, getKey); err != nil {
+			reason := RejectBadSignature
 			if errors.Is(err, errKeyFetch) {
-				return reject(RejectKeyUnavailable, evID, "verify signature of %s: %w", server, err)
+				reason = RejectKeyUnavailable
 			}
-			return reject(RejectBadSignature, evID, "verify signature of %s: %w", server, err)
+			rej := reject(reason, evID, "verify signature of %s: %w", server, err)
+			rej.Server = server
+			return rej
 		}
 	}
 	return nil

@@ -74,14 +74,16 @@ func randomHex(n int) string {
 }
 
 // openTest opens the store at u and closes it when the test ends.
-func openTest(tb testing.TB, u string) Store {
+// openTest opens a store for a test, as the concrete type: the tests also call the methods
+// that only the implementation has (EventsPage, Event, HasEvent).
+func openTest(tb testing.TB, u string) *sqlStore {
 	tb.Helper()
 	s, err := Open(context.Background(), u)
 	if err != nil {
 		tb.Fatalf("Open: %v", err)
 	}
 	tb.Cleanup(func() { s.Close() })
-	return s
+	return s.(*sqlStore)
 }
 
 // dump renders every row of every table, in key order, for before/after comparisons.

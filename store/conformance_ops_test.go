@@ -156,7 +156,7 @@ func testRedactedUpgrade(t *testing.T, newURL func(testing.TB) string) {
 		if r, _ := s.Room(ctx, room); r.Redacted != wantCount {
 			t.Fatalf("room counts %d redacted events, want %d", r.Redacted, wantCount)
 		}
-		if err := CheckConsistency(ctx, s, room); err != nil {
+		if err := s.CheckConsistency(ctx, room); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -251,6 +251,9 @@ func testAttemptBookkeeping(t *testing.T, newURL func(testing.TB) string) {
 	}{
 		{"unfillable but due", BackwardFilter{DueBy: now}, []string{low}},
 		{"fillable and due", BackwardFilter{DueBy: now, SkipUnfillable: true}, nil},
+		// An attempt made before a peer came back (StaleBefore) is due whatever its back-off.
+		{"attempted before a recovery", BackwardFilter{DueBy: now, StaleBefore: time.Now().Add(time.Second)}, []string{high, low}},
+		{"attempted after the last recovery", BackwardFilter{DueBy: now, StaleBefore: now.Add(-time.Hour)}, []string{low}},
 		{"fillable", BackwardFilter{SkipUnfillable: true}, []string{high}},
 		{"history bound", BackwardFilter{ChildDepthAtLeast: 20}, []string{high}},
 		{"limit", BackwardFilter{Limit: 1}, []string{high}},
@@ -271,7 +274,7 @@ func testAttemptBookkeeping(t *testing.T, newURL func(testing.TB) string) {
 	if err := s.MarkUnfillable(ctx, "!unknown:example.org", low, "x", now); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("MarkUnfillable in an unknown room: %v", err)
 	}
-	if err := CheckConsistency(ctx, s, room); err != nil {
+	if err := s.CheckConsistency(ctx, room); err != nil {
 		t.Fatal(err)
 	}
 	// Filling a hole removes its extremity, unfillable or not.

@@ -90,7 +90,7 @@ func byDepth(a, b Event) int { return int(a.Depth - b.Depth) }
 // checkExtremities compares the extremities with exact expectations.
 func checkExtremities(t *testing.T, s Store, wantForward []string, wantBackward map[string]depthRange) {
 	t.Helper()
-	if err := CheckConsistency(t.Context(), s, room); err != nil {
+	if err := s.CheckConsistency(t.Context(), room); err != nil {
 		t.Fatal(err)
 	}
 	fwd, err := s.ForwardExtremities(t.Context(), room)

@@ -12,16 +12,10 @@ import (
 	"strings"
 )
 
-// CheckConsistency recomputes a room's forward and backward extremities (with their child
-// depths) and its counters from the events and edges alone, and compares them with what the
-// store keeps. It returns nil, or an error listing every difference. It reads the whole room
-// in one read-only transaction, so it is meant for tests (of this package and others) and for
-// repair tools, not for the reconcile loop. It works on stores returned by Open.
-func CheckConsistency(ctx context.Context, st Store, roomID string) error {
-	s, ok := st.(*sqlStore)
-	if !ok {
-		return fmt.Errorf("check consistency of %s: %T is not a store returned by store.Open", roomID, st)
-	}
+// CheckConsistency implements Store: it reads the room's events and edges in one read-only
+// transaction and recomputes forward and backward extremities (with their child depths) and
+// counters from them alone.
+func (s *sqlStore) CheckConsistency(ctx context.Context, roomID string) error {
 	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true})
 	if err != nil {
 		return fmt.Errorf("check consistency of %s: %w", roomID, err)

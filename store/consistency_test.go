@@ -26,13 +26,13 @@ func TestCheckConsistencyFindsDamage(t *testing.T) {
 				t.Run(c.name, func(t *testing.T) {
 					s := openTest(t, b.newURL(t))
 					mustInsert(t, s, chain[10:])
-					if err := CheckConsistency(t.Context(), s, room); err != nil {
+					if err := s.CheckConsistency(t.Context(), room); err != nil {
 						t.Fatalf("before the damage: %v", err)
 					}
-					if _, err := s.(*sqlStore).wdb.ExecContext(t.Context(), c.damage); err != nil {
+					if _, err := s.wdb.ExecContext(t.Context(), c.damage); err != nil {
 						t.Fatal(err)
 					}
-					err := CheckConsistency(t.Context(), s, room)
+					err := s.CheckConsistency(t.Context(), room)
 					if err == nil || !strings.Contains(err.Error(), c.want) {
 						t.Fatalf("CheckConsistency = %v, want a report of %q", err, c.want)
 					}

@@ -139,7 +139,7 @@ func checkAfterCrash(t *testing.T, u string, reported int) (unreported bool) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if err := CheckConsistency(t.Context(), s, room); err != nil {
+	if err := s.CheckConsistency(t.Context(), room); err != nil {
 		t.Fatal(err)
 	}
 	var present int64

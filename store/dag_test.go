@@ -176,7 +176,7 @@ func (m *model) backward() map[string]depthRange {
 func checkAgainstModel(t *testing.T, s Store, room string, m *model) {
 	t.Helper()
 	ctx := t.Context()
-	if err := CheckConsistency(ctx, s, room); err != nil {
+	if err := s.CheckConsistency(ctx, room); err != nil {
 		t.Fatal(err)
 	}
 	fwd, err := s.ForwardExtremities(ctx, room)

@@ -34,7 +34,11 @@ func (s *sqlStore) BackwardExtremities(ctx context.Context, roomID string, filte
 		unfillable, unfillable_reason, min_child_depth, max_child_depth, max_child_ts
 		FROM backward_extremities WHERE room_id = ?`
 	args := []any{roomID}
-	if !filter.DueBy.IsZero() {
+	switch {
+	case !filter.DueBy.IsZero() && !filter.StaleBefore.IsZero():
+		q += ` AND (next_attempt_at <= ? OR last_attempt_at < ?)`
+		args = append(args, filter.DueBy.UnixMilli(), filter.StaleBefore.UnixMilli())
+	case !filter.DueBy.IsZero():
 		q += ` AND next_attempt_at <= ?`
 		args = append(args, filter.DueBy.UnixMilli())
 	}

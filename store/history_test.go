@@ -41,7 +41,7 @@ func TestChildTimestamps(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer s.Close()
-			if err := CheckConsistency(ctx, s, "!r"); err != nil {
+			if err := s.CheckConsistency(ctx, "!r"); err != nil {
 				t.Fatalf("after migration: %v", err)
 			}
 			a := makeEvent("!r", "$a", 20, []string{"$hole2"}, 16)
@@ -51,7 +51,7 @@ func TestChildTimestamps(t *testing.T) {
 			if _, err := s.InsertEvents(ctx, "!r", []Event{a, c}); err != nil {
 				t.Fatal(err)
 			}
-			if err := CheckConsistency(ctx, s, "!r"); err != nil {
+			if err := s.CheckConsistency(ctx, "!r"); err != nil {
 				t.Fatal(err)
 			}
 			all, err := s.BackwardExtremities(ctx, "!r", BackwardFilter{})

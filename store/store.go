@@ -101,6 +101,10 @@ type BackwardFilter struct {
 	// DueBy, when set, keeps those whose NextAttemptAt is not after it (time.Now() for
 	// "due now"). Unfillable extremities are due again once their NextAttemptAt passes.
 	DueBy time.Time
+	// StaleBefore, with DueBy, also keeps those last attempted before it, whatever their
+	// NextAttemptAt: an attempt made before a peer came back, or by an earlier run, says
+	// nothing of what can be fetched now.
+	StaleBefore time.Time
 	// SkipUnfillable leaves out unfillable extremities, due or not.
 	SkipUnfillable bool
 	// ChildDepthAtLeast keeps those with a held child at this depth or deeper (MaxChildDepth
@@ -128,12 +132,8 @@ type Store interface {
 	// another room is rejected before anything is written. The room is created if needed.
 	InsertEvents(ctx context.Context, roomID string, events []Event) (InsertResult, error)
 
-	// HasEvent reports whether the event is held, in any room.
-	HasEvent(ctx context.Context, eventID string) (bool, error)
 	// HasEvents returns the subset of eventIDs that is held (only true values).
 	HasEvents(ctx context.Context, eventIDs []string) (map[string]bool, error)
-	// Event returns a held event, or ErrNotFound.
-	Event(ctx context.Context, eventID string) (Event, error)
 
 	// ForwardExtremities returns the room's forward extremities (held events no held event
 	// lists as a prev), sorted by event ID.
@@ -148,13 +148,16 @@ type Store interface {
 	// event, with the reason, and schedules a retry. ErrNotFound as for RecordAttemptFailure.
 	MarkUnfillable(ctx context.Context, roomID, eventID, reason string, nextAttemptAt time.Time) error
 
-	// EventsPage returns up to limit events of the room in topological order (depth, then
-	// event ID) strictly after the position; a nil position starts at the beginning.
-	EventsPage(ctx context.Context, roomID string, after *Position, limit int) ([]Event, error)
 	// StreamEvents calls fn for each event of the room in topological order, a page at a time,
 	// so memory does not grow with the room. It stops at fn's first error and returns it.
 	// It is not a snapshot: events inserted meanwhile may or may not be seen.
 	StreamEvents(ctx context.Context, roomID string, fn func(Event) error) error
+
+	// CheckConsistency recomputes the room's extremities and counters from its events and
+	// edges and returns an error listing every difference from what the store keeps (nil when
+	// there is none). It reads the whole room: for `roomsync inspect --check` and tests, not
+	// for the sync loop.
+	CheckConsistency(ctx context.Context, roomID string) error
 
 	// SaveServerKeys records verified server keys. A key already recorded keeps the later
 	// of the two validities; a different key under an ID already recorded is ignored (key

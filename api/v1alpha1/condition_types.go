@@ -21,8 +21,6 @@ const (
 	ReasonConverged = "Converged"
 	// ReasonSyncing: a sync pass is under way or more passes are needed.
 	ReasonSyncing = "Syncing"
-	// ReasonNotSynced: no sync pass has completed for some rooms yet.
-	ReasonNotSynced = "NotSynced"
 	// ReasonPeerUnreachable: no peer answered for some room.
 	ReasonPeerUnreachable = "PeerUnreachable"
 	// ReasonGapUnfillable: some gap could be filled by no peer; it is retried with back-off.

@@ -224,8 +224,15 @@ type RoomStatus struct {
 	ForwardExtremities int32 `json:"forwardExtremities"`
 	// Gaps is the number of events referenced but not stored, and peer heads not stored.
 	Gaps int64 `json:"gaps"`
-	// Unfillable is the number of gaps that no peer could fill at the last attempt.
+	// Unfillable is the number of gaps that every peer answered for and none could fill at
+	// the last attempt.
 	Unfillable int64 `json:"unfillable"`
+	// WaitingFor says what the room's other gaps wait for: peers that did not answer, such as
+	// `peer a.example (unreachable)`, and signing keys that could not be fetched, such as
+	// `the signing key of a.example`. They are tried again as soon as a peer answers again.
+	// +optional
+	// +kubebuilder:validation:MaxItems=16
+	WaitingFor []string `json:"waitingFor,omitempty"`
 	// EarliestDepth is the lowest depth stored.
 	// +optional
 	EarliestDepth int64 `json:"earliestDepth,omitempty"`

@@ -42,8 +42,8 @@ func (o *identityOptions) bind(fs *flag.FlagSet) {
 	fs.StringVar(&o.listen, "listen", "", "Address to serve our key on (/_matrix/key/v2/server) so peers can verify our requests; our server name must reach it.")
 	fs.StringVar(&o.tlsCert, "tls-cert", "", "TLS certificate for --listen (PEM); without it --listen serves plain HTTP, for use behind an ingress.")
 	fs.StringVar(&o.tlsKey, "tls-key", "", "TLS private key for --listen (PEM).")
-	fs.BoolVar(&o.insecureSkipVerify, "insecure-skip-tls-verify", false, "Accept any TLS certificate from peers named with a URL (event signatures are still verified).")
-	fs.BoolVar(&o.allowPrivateNetworks, "allow-private-networks", false, "Let server discovery lead to loopback and private addresses (peers named with a URL may always use them).")
+	fs.BoolVar(&o.insecureSkipVerify, "insecure-skip-tls-verify", false, "Accept any TLS certificate from the --peer servers, however they are reached (event signatures are still verified).")
+	fs.BoolVar(&o.allowPrivateNetworks, "allow-private-networks", false, "Let .well-known and SRV delegation, and servers not named with --peer, lead to loopback and private addresses (a --peer name or URL as written may always use them).")
 }
 
 // validate checks the flags without touching files or the network.

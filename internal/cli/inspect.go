@@ -32,6 +32,7 @@ func runInspect(args []string, stdout, stderr io.Writer) int {
 	roomID := fs.String("room", "", "The room ID to inspect.")
 	asJSON := fs.Bool("json", false, "Print one JSON object: room_id, room_version, events, redacted, forward_extremities, backward_extremities, converged.")
 	eventIDs := fs.Bool("event-ids", false, "Print the stored event IDs one a line, in topological order (depth, then ID).")
+	check := fs.Bool("check", false, "Check the room's bookkeeping (extremities, counters) against its events and edges; exit 1 and list every difference if they disagree.")
 	var hist resolver.History
 	fs.Int64Var(&hist.MinDepth, "min-depth", 0, "History bound of the sync: backward extremities below it do not count against converged.")
 	var since timeFlag
@@ -43,8 +44,8 @@ func runInspect(args []string, stdout, stderr io.Writer) int {
 	case *storeURL == "" || *roomID == "":
 		fmt.Fprintln(stderr, "roomsync inspect: --store and --room are required")
 		return ExitBadInput
-	case *asJSON && *eventIDs:
-		fmt.Fprintln(stderr, "roomsync inspect: --json and --event-ids exclude each other")
+	case countTrue(*asJSON, *eventIDs, *check) > 1:
+		fmt.Fprintln(stderr, "roomsync inspect: --json, --event-ids and --check exclude each other")
 		return ExitBadInput
 	}
 
@@ -65,6 +66,14 @@ func runInspect(args []string, stdout, stderr io.Writer) int {
 		return ExitFailed
 	}
 
+	if *check {
+		if err := st.CheckConsistency(ctx, *roomID); err != nil {
+			fmt.Fprintf(stderr, "roomsync inspect: %v\n", err)
+			return ExitFailed
+		}
+		fmt.Fprintf(stdout, "room %s: %d events, extremities and counters consistent\n", *roomID, room.Events)
+		return ExitOK
+	}
 	if *eventIDs {
 		err := st.StreamEvents(ctx, *roomID, func(ev store.Event) error {
 			_, err := fmt.Fprintln(stdout, ev.ID)
@@ -138,4 +147,14 @@ func abbreviate(ids []string) string {
 		return "[" + strings.Join(ids, " ") + "]"
 	}
 	return "[" + strings.Join(ids[:3], " ") + " …]"
+}
+
+func countTrue(flags ...bool) int {
+	n := 0
+	for _, f := range flags {
+		if f {
+			n++
+		}
+	}
+	return n
 }

@@ -16,7 +16,6 @@ import (
 	"github.com/go-logr/logr/funcr"
 
 	"github.com/roomsync/roomsync/resolver"
-	"github.com/roomsync/roomsync/resolver/federation"
 	"github.com/roomsync/roomsync/store"
 )
 
@@ -128,30 +127,23 @@ func (o *syncOptions) validate() error {
 	return errors.Join(errs...)
 }
 
-// parsePeers turns --peer NAME[=URL] into names in order and the explicit endpoints.
-func (o *syncOptions) parsePeers() ([]string, map[string]federation.Endpoint, error) {
-	var names []string
-	endpoints := map[string]federation.Endpoint{}
+// parsePeers turns --peer NAME[=URL] into the peers, in order. --insecure-skip-tls-verify
+// applies to each of them, however it is reached.
+func (o *syncOptions) parsePeers() ([]resolver.Peer, error) {
+	var peers []resolver.Peer
 	seen := map[string]bool{}
 	for _, spec := range o.peers {
-		name, rawURL, hasURL := strings.Cut(spec, "=")
+		name, rawURL, _ := strings.Cut(spec, "=")
 		if err := checkServerName(name); err != nil {
-			return nil, nil, fmt.Errorf("--peer %s: %w", spec, err)
+			return nil, fmt.Errorf("--peer %s: %w", spec, err)
 		}
 		if seen[name] {
-			return nil, nil, fmt.Errorf("--peer %s is named twice", name)
+			return nil, fmt.Errorf("--peer %s is named twice", name)
 		}
 		seen[name] = true
-		names = append(names, name)
-		if hasURL {
-			ep, err := federation.ParseEndpoint(rawURL, o.insecureSkipVerify)
-			if err != nil {
-				return nil, nil, fmt.Errorf("--peer %s: %w", spec, err)
-			}
-			endpoints[name] = ep
-		}
+		peers = append(peers, resolver.Peer{ServerName: name, URL: rawURL, InsecureSkipTLSVerify: o.insecureSkipVerify})
 	}
-	return names, endpoints, nil
+	return peers, nil
 }
 
 func runSync(args []string, stdout, stderr io.Writer) int {
@@ -164,7 +156,7 @@ func runSync(args []string, stdout, stderr io.Writer) int {
 	if err := opts.validate(); err != nil {
 		return badInput(stderr, fs, err)
 	}
-	peers, endpoints, err := opts.parsePeers()
+	peers, err := opts.parsePeers()
 	if err != nil {
 		return badInput(stderr, fs, err)
 	}
@@ -193,35 +185,25 @@ func runSync(args []string, stdout, stderr io.Writer) int {
 	}
 	defer stopKeyServer()
 
-	client, err := federation.NewClient(federation.Options{
+	log := logr.Discard()
+	if opts.verbose {
+		log = funcr.New(func(prefix, args string) { fmt.Fprintln(stderr, prefix, args) }, funcr.Options{Verbosity: 1})
+	}
+	res, err := resolver.Open(resolver.Setup{
+		Store:                st,
 		ServerName:           opts.serverName,
 		Key:                  key,
-		Endpoints:            endpoints,
+		Peers:                peers,
 		AllowPrivateNetworks: opts.allowPrivateNetworks,
+		JoinUser:             opts.joinUser,
+		Limits:               opts.limits,
+		Log:                  log,
 		UserAgent:            "roomsync/" + Version,
 	})
 	if err != nil {
 		return badInput(stderr, fs, err)
 	}
-	defer client.Close()
-
-	log := logr.Discard()
-	if opts.verbose {
-		log = funcr.New(func(prefix, args string) { fmt.Fprintln(stderr, prefix, args) }, funcr.Options{Verbosity: 1})
-	}
-	peerSet := resolver.NewPeerSet(peers)
-	res, err := resolver.New(resolver.Config{
-		Store:      st,
-		Client:     client,
-		Keys:       federation.NewKeyRing(client, peerSet.Available).WithKeyStore(resolver.KeyStoreOf(st)).Key,
-		Peers:      peerSet,
-		JoinUserID: "@" + opts.joinUser + ":" + opts.serverName,
-		Limits:     opts.limits,
-		Log:        log,
-	})
-	if err != nil {
-		return badInput(stderr, fs, err)
-	}
+	defer res.Close()
 	if syncUntilConverged(ctx, res, &opts, stderr) {
 		return ExitOK
 	}
@@ -255,6 +237,9 @@ func syncUntilConverged(ctx context.Context, res *resolver.Resolver, opts *syncO
 			}
 			line := fmt.Sprintf("roomsync: pass %d: %s: %s, +%d events (%d stored, %d gaps, %d unfillable, %d unknown heads), %d requests",
 				passNo, r.RoomID, status, r.Stored, r.Room.Events, r.Gaps, r.Unfillable, len(r.UnknownHeads), r.Requests)
+			if len(r.WaitingFor) > 0 {
+				line += "; waiting for " + strings.Join(r.WaitingFor, "; ")
+			}
 			if n := rejectedCount(r.Rejected); n > 0 {
 				line += fmt.Sprintf(", %d rejected %v", n, r.Rejected)
 			}

@@ -40,10 +40,12 @@ type Options struct {
 	ServerName string
 	// Key is our signing key.
 	Key *mfed.SigningKey
-	// Endpoints are the peers named with an explicit URL, by server name.
+	// Endpoints are the peers the user named, by server name: with a URL, or found by server
+	// discovery from the name (see Endpoint).
 	Endpoints map[string]Endpoint
-	// AllowPrivateNetworks lets server discovery lead to loopback and private addresses.
-	// Peers with an explicit endpoint may always use them.
+	// AllowPrivateNetworks lets server discovery lead to loopback and private addresses
+	// through .well-known and SRV delegation, and for servers the user did not name. The
+	// name a user wrote, and a URL the user gave, may always use them.
 	AllowPrivateNetworks bool
 	// RequestTimeout bounds one request, body included.
 	RequestTimeout time.Duration
@@ -97,7 +99,7 @@ func NewClient(opts Options) (*Client, error) {
 		endpoints[name] = ep
 	}
 	fed.HTTP = &http.Client{
-		Transport: newRoutingTransport(endpoints, fed.HTTP.Transport, DefaultDialTimeout, opts.RootCAs),
+		Transport: newRoutingTransport(endpoints, fed.HTTP.Transport, opts.AllowPrivateNetworks, DefaultDialTimeout, opts.RootCAs),
 		Timeout:   opts.RequestTimeout,
 		// Federation requests do not follow redirects.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
@@ -106,12 +108,12 @@ func NewClient(opts Options) (*Client, error) {
 }
 
 // VerifiedOrigin reports whether requests to server reach the server itself over TLS that was
-// verified: through server discovery, or an endpoint whose certificate is checked. Keys
+// verified: through server discovery or a URL, with the certificate checked. Keys
 // fetched that way may be kept; keys from a notary, or over a channel anyone could answer,
 // are used for the session only.
 func (c *Client) VerifiedOrigin(server string) bool {
 	ep, ok := c.endpoints[server]
-	return !ok || (!ep.InsecureSkipTLSVerify && ep.BaseURL.Scheme == "https")
+	return !ok || (!ep.InsecureSkipTLSVerify && (ep.BaseURL == nil || ep.BaseURL.Scheme == "https"))
 }
 
 // ServerName is the origin the client signs as.

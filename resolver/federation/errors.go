@@ -26,7 +26,7 @@ const (
 	OutcomeServerError Outcome = "server_error" // 5xx
 	OutcomeBadRequest  Outcome = "bad_request"  // other 4xx: we asked wrongly, or it thinks so
 	OutcomeBadResponse Outcome = "bad_response" // unparsable, oversized or lying answer
-	OutcomeUnreachable Outcome = "unreachable"  // dial, TLS or timeout failure
+	OutcomeUnreachable Outcome = "unreachable"  // dial, TLS or timeout failure; 502, 503, 504
 	OutcomeCanceled    Outcome = "canceled"     // our context ended
 )
 
@@ -52,6 +52,9 @@ func Classify(err error) (Outcome, time.Duration) {
 			return OutcomeNotFound, 0
 		case status == http.StatusForbidden || status == http.StatusUnauthorized:
 			return OutcomeForbidden, 0
+		case status == http.StatusBadGateway || status == http.StatusServiceUnavailable || status == http.StatusGatewayTimeout:
+			// A proxy or load balancer answering for a homeserver that is not there.
+			return OutcomeUnreachable, 0
 		case status >= 500:
 			return OutcomeServerError, 0
 		default:

@@ -133,7 +133,7 @@ func TestClassify(t *testing.T) {
 		{"rate limited", 429, `{"errcode":"M_LIMIT_EXCEEDED","error":"slow","retry_after_ms":1500}`, nil, OutcomeRateLimited, 1500 * time.Millisecond, false},
 		{"rate limited by header", 429, `{}`, map[string]string{"Retry-After": "3"}, OutcomeRateLimited, 3 * time.Second, false},
 		{"server error", 500, `{"errcode":"M_UNKNOWN","error":"boom"}`, nil, OutcomeServerError, 0, false},
-		{"bad gateway without JSON", 502, `<html>`, nil, OutcomeServerError, 0, false},
+		{"bad gateway without JSON", 502, `<html>`, nil, OutcomeUnreachable, 0, false},
 		{"bad request", 400, `{"errcode":"M_BAD_JSON","error":"no"}`, nil, OutcomeBadRequest, 0, false},
 		{"truncated JSON", 200, `{"origin":"x","pdus":[{"a":`, nil, OutcomeBadResponse, 0, false},
 		{"no body", 200, ``, nil, OutcomeBadResponse, 0, false},

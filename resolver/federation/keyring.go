@@ -39,6 +39,9 @@ type KeyRing struct {
 
 	// persist, when set, keeps verified keys across restarts.
 	persist KeyStore
+	// retrySince, when set, says when a server (any peer: they are the notaries) last came
+	// back after failing: a fetch that failed before then is not held against the key.
+	retrySince func() time.Time
 }
 
 // KeyStore keeps verified keys across restarts, so that events signed by a server that has
@@ -63,9 +66,19 @@ func (k *KeyRing) WithKeyStore(ks KeyStore) *KeyRing {
 type serverKeys struct {
 	keys      map[id.KeyID]verifyKey
 	fetchedAt time.Time
-	// fetchErr is the last fetch failure, served until retryAt without asking again.
+	// fetchErr is the last fetch failure (at failedAt), served until retryAt without asking
+	// again.
 	fetchErr error
+	failedAt time.Time
 	retryAt  time.Time
+}
+
+// WithRetryAfterRecovery makes the ring forget a fetch failure once retrySince says a peer
+// answered again since it failed (the peer set knows): the keys are then asked for at once,
+// from the server or from that peer as notary, rather than after the failure back-off.
+func (k *KeyRing) WithRetryAfterRecovery(retrySince func() time.Time) *KeyRing {
+	k.retrySince = retrySince
+	return k
 }
 
 type verifyKey struct {
@@ -103,7 +116,7 @@ func (k *KeyRing) Key(ctx context.Context, server string, keyID id.KeyID, minVal
 			k.mu.Unlock()
 			return vk.key, vk.validUntil, nil
 		}
-		if entry.fetchErr != nil && now.Before(entry.retryAt) {
+		if entry.fetchErr != nil && now.Before(entry.retryAt) && !k.recoveredSince(entry.failedAt) {
 			err := entry.fetchErr
 			k.mu.Unlock()
 			return "", time.Time{}, err
@@ -134,6 +147,10 @@ func (k *KeyRing) Key(ctx context.Context, server string, keyID id.KeyID, minVal
 	defer k.mu.Unlock()
 	vk := k.known[server].keys[keyID]
 	return vk.key, vk.validUntil, nil
+}
+
+func (k *KeyRing) recoveredSince(t time.Time) bool {
+	return k.retrySince != nil && k.retrySince().After(t)
 }
 
 // fetch asks the server, then the notaries (naming the key wanted: some notaries answer an
@@ -187,7 +204,7 @@ func (k *KeyRing) fetch(ctx context.Context, server string, keyID id.KeyID) erro
 		}
 		if parentDone == nil {
 			// Remembered for a while; a fetch cut short by the caller's end is not.
-			entry.fetchErr, entry.retryAt = err, now.Add(keyFetchFailureBackoff)
+			entry.fetchErr, entry.failedAt, entry.retryAt = err, now, now.Add(keyFetchFailureBackoff)
 		}
 		return err
 	}

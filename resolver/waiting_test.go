@@ -1,0 +1,146 @@
+package resolver_test
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/roomsync/roomsync/internal/fixturepeer"
+	"github.com/roomsync/roomsync/resolver"
+	"github.com/roomsync/roomsync/store"
+)
+
+// lateJoinRoom is the partial-peer scenario: the room's users are on full.test and
+// late.test; full.test holds the whole history, late.test joined late and holds only the
+// events from the middle on, up to its own user's last message. Each peer serves its own
+// key, and late.test, like Dendrite, vouches for nobody else's: with full.test down,
+// full.test's events cannot be verified.
+func lateJoinRoom(t *testing.T, seed uint64) (room *fixturepeer.Room, full, late *fixturepeer.Peer) {
+	t.Helper()
+	room = fixturepeer.MustGenerate(t, fixturepeer.RoomOptions{Seed: seed, Events: 600, Linear: true, Origins: []string{"full.test", "late.test"}})
+	lastOfLate := len(room.Events) - 1
+	for room.Events[lastOfLate].Origin != "late.test" {
+		lastOfLate--
+	}
+	if lastOfLate < 400 {
+		t.Fatalf("seed %d: late.test's last event is at %d; want a room where it sends late", seed, lastOfLate)
+	}
+	full = fixturepeer.Start(t, room, fixturepeer.WithServerName("full.test"), fixturepeer.WithSigningKey(fixturepeer.OriginKey("full.test")))
+	late = fixturepeer.Start(t, room, fixturepeer.WithServerName("late.test"), fixturepeer.WithSigningKey(fixturepeer.OriginKey("late.test")),
+		fixturepeer.WithHold(fixturepeer.HoldIndexes(300, lastOfLate+1)),
+		fixturepeer.WithFaults(fixturepeer.Fault{Kind: fixturepeer.FaultError, Endpoint: fixturepeer.EndpointQueryKeys, Status: 404, ErrCode: "M_NOT_FOUND"}))
+	return room, full, late
+}
+
+var fullDown = fixturepeer.Fault{Kind: fixturepeer.FaultDisconnect}
+
+// A gap that only a peer which is down can fill waits for that peer (and its key), is not
+// written off as unfillable, and is filled on the first pass after the peer answers again,
+// whatever back-off the passes in between left.
+func TestGapWaitsForPeerThatIsDown(t *testing.T) {
+	room, full, late := lateJoinRoom(t, 21)
+	full.SetFaults(fullDown)
+	h := newHarness(t, room, []*fixturepeer.Peer{full, late})
+
+	results := h.syncUntilDone(5)
+	last := results[len(results)-1]
+	if last.Converged || last.Gaps == 0 {
+		t.Fatalf("with full.test down: %+v; want gaps left", last)
+	}
+	if last.Unfillable != 0 {
+		t.Errorf("%d gaps written off as unfillable although full.test was never asked", last.Unfillable)
+	}
+	for _, want := range []string{"peer full.test (", "the signing key of full.test"} {
+		if !slices.ContainsFunc(last.WaitingFor, func(w string) bool { return strings.HasPrefix(w, want) }) {
+			t.Errorf("waiting for %q; want an entry %q…", last.WaitingFor, want)
+		}
+	}
+	gaps, err := h.store.BackwardExtremities(context.Background(), string(room.ID), store.BackwardFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range gaps {
+		if g.Unfillable || !strings.Contains(g.LastError, "full.test") || strings.Contains(g.LastError, "no peer holds it") {
+			t.Errorf("gap %s: unfillable=%t, last error %q; want it waiting for full.test", g.EventID, g.Unfillable, g.LastError)
+		}
+	}
+
+	// full.test comes back. The first pass that reaches it (once its back-off ends) fills
+	// everything.
+	full.ClearFaults()
+	full.ResetCounts()
+	waitUntilReachable(t, h.res.Peers(), "full.test")
+	r, err := h.res.SyncRoom(context.Background(), string(room.ID), resolver.History{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.Converged {
+		t.Fatalf("first pass after full.test returned: %+v; want converged", r)
+	}
+	h.assertHolds(room.IDSet(), nil)
+	if full.TotalCount() == 0 {
+		t.Error("full.test was not asked")
+	}
+}
+
+// A new run (a restarted `roomsync sync`, a new operator session) tries every gap once, even
+// one an earlier run wrote off as unfillable with a long back-off.
+func TestNewRunRetriesEveryGap(t *testing.T) {
+	room, full, late := lateJoinRoom(t, 22)
+	// full.test answers, but as a server that does not hold the early history would.
+	full.SetFaults(
+		fixturepeer.Fault{Kind: fixturepeer.FaultError, Endpoint: fixturepeer.EndpointBackfill, Status: 404, ErrCode: "M_NOT_FOUND"},
+		fixturepeer.Fault{Kind: fixturepeer.FaultError, Endpoint: fixturepeer.EndpointEvent, Status: 404, ErrCode: "M_NOT_FOUND"},
+	)
+	late.ClearFaults()
+	h := newHarness(t, room, []*fixturepeer.Peer{full, late})
+	results := h.syncUntilDone(5)
+	last := results[len(results)-1]
+	if last.Converged || last.Unfillable == 0 || last.Unfillable != last.Gaps {
+		t.Fatalf("first run: %+v; want every gap unfillable (every peer answered)", last)
+	}
+	gaps, err := h.store.BackwardExtremities(context.Background(), string(room.ID), store.BackwardFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range gaps {
+		if !strings.HasPrefix(g.UnfillableReason, "no peer holds it (2 answered)") || !g.NextAttemptAt.After(time.Now().Add(20*time.Second)) {
+			t.Errorf("gap %s: %q until %v; want no peer holds it, 2 answered, retried in 30 s or more", g.EventID, g.UnfillableReason, g.NextAttemptAt)
+		}
+	}
+
+	// The same run leaves the gaps to their back-off.
+	full.ClearFaults()
+	full.ResetCounts()
+	if r, err := h.res.SyncRoom(context.Background(), string(room.ID), resolver.History{}); err != nil || r.Converged {
+		t.Fatalf("same run, next pass: %+v, %v; want the gaps left to their back-off", r, err)
+	}
+	if n := full.Count(fixturepeer.EndpointBackfill); n != 0 {
+		t.Errorf("the same run asked for gaps in back-off %d times", n)
+	}
+
+	// A new run on the same store asks at once.
+	h2 := newHarnessOnStore(t, room, []*fixturepeer.Peer{full, late}, h.store)
+	r, err := h2.res.SyncRoom(context.Background(), string(room.ID), resolver.History{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.Converged {
+		t.Fatalf("new run, first pass: %+v; want converged", r)
+	}
+	h2.assertHolds(room.IDSet(), nil)
+}
+
+// waitUntilReachable waits, at most 15 s, for a backed-off peer's back-off to end.
+func waitUntilReachable(t *testing.T, peers *resolver.PeerSet, name string) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !slices.Contains(peers.Reachable(), name) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s still backed off after 15 s", name)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
