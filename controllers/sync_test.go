@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -129,6 +130,65 @@ func TestPeerFailingMidSyncIsReportedAndRecovers(t *testing.T) {
 	got = waitForCondition(t, key, roomsyncv1alpha1.ReadyCondition, metav1.ConditionTrue, roomsyncv1alpha1.ReasonConverged)
 	if got.Status.Summary.Events != int64(len(room.Events)) || !got.Status.Peers[0].Healthy {
 		t.Errorf("after recovery: %+v", got.Status)
+	}
+}
+
+// TestPartialPeerWaitsThenConverges: only full.test holds the early history, and it is down.
+// The RoomSync stores what late.test gives and says, in status and in the Ready message, that
+// it waits for full.test, with nothing written off as unfillable. Once full.test is back, the
+// first pass (asked for with requestedAt) converges.
+func TestPartialPeerWaitsThenConverges(t *testing.T) {
+	pp := fixturepeer.StartPartialPeers(t, 26)
+	pp.Full.SetFaults(fixturepeer.Fault{Kind: fixturepeer.FaultDisconnect})
+	ns := newNamespace(t)
+	rs := fixtureRoomSync(ns, "partial", pp.Room, pp.Full, pp.Late)
+	rs.Spec.Interval = &metav1.Duration{Duration: time.Hour}
+	if err := k8sClient.Create(context.Background(), rs); err != nil {
+		t.Fatal(err)
+	}
+	key := client.ObjectKeyFromObject(rs)
+	got := &roomsyncv1alpha1.RoomSync{}
+	eventually(t, 30*time.Second, func() error {
+		if err := k8sClient.Get(context.Background(), key, got); err != nil {
+			return err
+		}
+		if len(got.Status.Rooms) != 1 || !slices.ContainsFunc(got.Status.Rooms[0].WaitingFor, func(w string) bool { return strings.HasPrefix(w, "peer full.test (") }) {
+			return fmt.Errorf("rooms %+v: want waiting for peer full.test", got.Status.Rooms)
+		}
+		return nil
+	})
+	room := got.Status.Rooms[0]
+	ready := apimeta.FindStatusCondition(got.Status.Conditions, roomsyncv1alpha1.ReadyCondition)
+	if room.Events == 0 || room.Unfillable != 0 || room.Converged {
+		t.Errorf("with full.test down: %+v; want late.test's events, nothing unfillable, not converged", room)
+	}
+	if ready == nil || ready.Status != metav1.ConditionFalse || !strings.Contains(ready.Message, "waiting for peer full.test (") {
+		t.Errorf("Ready = %+v; want False, naming full.test", ready)
+	}
+
+	pp.Full.ClearFaults()
+	got.Annotations = map[string]string{roomsyncv1alpha1.ReconcileRequestedAnnotation: "full-is-back"}
+	if err := k8sClient.Update(context.Background(), got); err != nil {
+		t.Fatal(err)
+	}
+	// The status the first pass after the request writes is already converged.
+	eventually(t, 30*time.Second, func() error {
+		if err := k8sClient.Get(context.Background(), key, got); err != nil {
+			return err
+		}
+		if got.Status.LastHandledReconcileAt != "full-is-back" {
+			return fmt.Errorf("request not handled yet")
+		}
+		return nil
+	})
+	if c := apimeta.FindStatusCondition(got.Status.Conditions, roomsyncv1alpha1.ReadyCondition); c == nil || c.Status != metav1.ConditionTrue {
+		t.Fatalf("first pass after full.test returned: Ready %+v, rooms %+v; want converged", c, got.Status.Rooms)
+	}
+	if n := got.Status.Summary.Events; n != int64(len(pp.Room.Events)) {
+		t.Errorf("%d events stored, want %d", n, len(pp.Room.Events))
+	}
+	if w := got.Status.Rooms[0].WaitingFor; len(w) != 0 {
+		t.Errorf("converged room still waiting for %v", w)
 	}
 }
 

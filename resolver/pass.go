@@ -169,7 +169,8 @@ func (p *pass) peerHeads(ctx context.Context, peer string, tryJoin bool) (a head
 			// A peer cannot make us fetch without bound: a healthy room has a few extremities.
 			return headsAnswer{ok: true, version: template.version, heads: template.heads[:min(len(template.heads), maxHeadsPerPeer)]}
 		}
-		if ctx.Err() != nil {
+		if outcome, _ := federation.Classify(err); ctx.Err() != nil || outcome == federation.OutcomeUnreachable || outcome == federation.OutcomeRateLimited {
+			// Not a refusal of make_join: the peer is not there, or asked for quiet.
 			return a
 		}
 		p.log.V(1).Info("make_join refused; asking timestamp_to_event", "peer", peer, "error", err.Error())

@@ -12,26 +12,10 @@ import (
 	"github.com/roomsync/roomsync/store"
 )
 
-// lateJoinRoom is the partial-peer scenario: the room's users are on full.test and
-// late.test; full.test holds the whole history, late.test joined late and holds only the
-// events from the middle on, up to its own user's last message. Each peer serves its own
-// key, and late.test, like Dendrite, vouches for nobody else's: with full.test down,
-// full.test's events cannot be verified.
 func lateJoinRoom(t *testing.T, seed uint64) (room *fixturepeer.Room, full, late *fixturepeer.Peer) {
 	t.Helper()
-	room = fixturepeer.MustGenerate(t, fixturepeer.RoomOptions{Seed: seed, Events: 600, Linear: true, Origins: []string{"full.test", "late.test"}})
-	lastOfLate := len(room.Events) - 1
-	for room.Events[lastOfLate].Origin != "late.test" {
-		lastOfLate--
-	}
-	if lastOfLate < 400 {
-		t.Fatalf("seed %d: late.test's last event is at %d; want a room where it sends late", seed, lastOfLate)
-	}
-	full = fixturepeer.Start(t, room, fixturepeer.WithServerName("full.test"), fixturepeer.WithSigningKey(fixturepeer.OriginKey("full.test")))
-	late = fixturepeer.Start(t, room, fixturepeer.WithServerName("late.test"), fixturepeer.WithSigningKey(fixturepeer.OriginKey("late.test")),
-		fixturepeer.WithHold(fixturepeer.HoldIndexes(300, lastOfLate+1)),
-		fixturepeer.WithFaults(fixturepeer.Fault{Kind: fixturepeer.FaultError, Endpoint: fixturepeer.EndpointQueryKeys, Status: 404, ErrCode: "M_NOT_FOUND"}))
-	return room, full, late
+	pp := fixturepeer.StartPartialPeers(t, seed)
+	return pp.Room, pp.Full, pp.Late
 }
 
 var fullDown = fixturepeer.Fault{Kind: fixturepeer.FaultDisconnect}
