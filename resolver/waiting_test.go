@@ -128,3 +128,42 @@ func waitUntilReachable(t *testing.T, peers *resolver.PeerSet, name string) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// A peer that answers make_join but fails every /event is backed off for /event, longer at
+// each failure, and its make_join answers do not reset that: passes in between do not ask.
+func TestFailingEndpointBacksOffAcrossPasses(t *testing.T) {
+	room := fixturepeer.MustGenerate(t, fixturepeer.RoomOptions{Seed: 23, Events: 50, Linear: true})
+	peer := fixturepeer.Start(t, room, fixturepeer.WithFaults(fixturepeer.Fault{Kind: fixturepeer.FaultError, Endpoint: fixturepeer.EndpointEvent, Status: 500}))
+	h := newHarness(t, room, []*fixturepeer.Peer{peer})
+	var waits []time.Duration
+	for pass := 1; pass <= 3; pass++ {
+		before := peer.Count(fixturepeer.EndpointEvent)
+		r, err := h.res.SyncRoom(context.Background(), string(room.ID), resolver.History{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Converged || r.PeersAnswered != 1 {
+			t.Fatalf("pass %d: %+v; want make_join answered and the head not fetched", pass, r)
+		}
+		if n := peer.Count(fixturepeer.EndpointEvent) - before; n != 1 {
+			t.Fatalf("pass %d asked /event %d times, want once (then backed off)", pass, n)
+		}
+		// An immediate pass: make_join answers, /event is not asked.
+		before = peer.Count(fixturepeer.EndpointEvent)
+		if _, err := h.res.SyncRoom(context.Background(), string(room.ID), resolver.History{}); err != nil {
+			t.Fatal(err)
+		}
+		if n := peer.Count(fixturepeer.EndpointEvent) - before; n != 0 {
+			t.Fatalf("a pass right after asked the failing /event %d times", n)
+		}
+		wait := time.Until(h.res.Peers().NextAvailable())
+		if pass > 1 && wait <= waits[len(waits)-1] {
+			t.Fatalf("back-off did not grow: %v after %v", wait, waits)
+		}
+		waits = append(waits, wait)
+		if pass < 3 {
+			time.Sleep(wait + 10*time.Millisecond)
+		}
+	}
+	t.Logf("/event back-offs: %v", waits)
+}
