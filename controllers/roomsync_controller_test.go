@@ -69,13 +69,22 @@ func eventually(t *testing.T, timeout time.Duration, check func() error) {
 
 // waitForCondition waits until the stored RoomSync has observed its generation and shows
 // the condition with the given status and reason.
-func waitForCondition(t *testing.T, key client.ObjectKey, condType string, status metav1.ConditionStatus, reason string) *roomsyncv1alpha1.RoomSync {
+// waitForStatus waits, at most 30 s, until check accepts the RoomSync, and returns it.
+func waitForStatus(t *testing.T, key client.ObjectKey, check func(*roomsyncv1alpha1.RoomSync) error) *roomsyncv1alpha1.RoomSync {
 	t.Helper()
 	got := &roomsyncv1alpha1.RoomSync{}
 	eventually(t, 30*time.Second, func() error {
 		if err := k8sClient.Get(context.Background(), key, got); err != nil {
 			return err
 		}
+		return check(got)
+	})
+	return got
+}
+
+func waitForCondition(t *testing.T, key client.ObjectKey, condType string, status metav1.ConditionStatus, reason string) *roomsyncv1alpha1.RoomSync {
+	t.Helper()
+	return waitForStatus(t, key, func(got *roomsyncv1alpha1.RoomSync) error {
 		if got.Status.ObservedGeneration != got.Generation {
 			return fmt.Errorf("observedGeneration %d, generation %d", got.Status.ObservedGeneration, got.Generation)
 		}
@@ -88,7 +97,6 @@ func waitForCondition(t *testing.T, key client.ObjectKey, condType string, statu
 		}
 		return nil
 	})
-	return got
 }
 
 func TestUnreachablePeersAreReported(t *testing.T) {
@@ -123,10 +131,7 @@ func TestUnreachablePeersAreReported(t *testing.T) {
 	if err := k8sClient.Update(context.Background(), got); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 30*time.Second, func() error {
-		if err := k8sClient.Get(context.Background(), key, got); err != nil {
-			return err
-		}
+	got = waitForStatus(t, key, func(got *roomsyncv1alpha1.RoomSync) error {
 		if got.Generation != 2 || got.Status.ObservedGeneration != 2 || got.Status.Summary.Rooms != 3 {
 			return fmt.Errorf("generation %d observed %d rooms %d", got.Generation, got.Status.ObservedGeneration, got.Status.Summary.Rooms)
 		}
@@ -235,10 +240,7 @@ func TestRequestedAtAnnotationTriggersAPass(t *testing.T) {
 	if err := k8sClient.Patch(context.Background(), got, patch); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 30*time.Second, func() error {
-		if err := k8sClient.Get(context.Background(), key, got); err != nil {
-			return err
-		}
+	got = waitForStatus(t, key, func(got *roomsyncv1alpha1.RoomSync) error {
 		if got.Status.LastHandledReconcileAt != "2026-11-24T12:00:00Z" {
 			return fmt.Errorf("lastHandledReconcileAt = %q", got.Status.LastHandledReconcileAt)
 		}

@@ -108,18 +108,14 @@ func TestPeerFailingMidSyncIsReportedAndRecovers(t *testing.T) {
 		t.Fatal(err)
 	}
 	key := client.ObjectKeyFromObject(rs)
-	got := &roomsyncv1alpha1.RoomSync{}
-	eventually(t, 30*time.Second, func() error {
-		if err := k8sClient.Get(context.Background(), key, got); err != nil {
-			return err
-		}
+	waitForStatus(t, key, func(got *roomsyncv1alpha1.RoomSync) error {
 		if got.Status.Summary.Events == 0 {
 			return fmt.Errorf("no events yet")
 		}
 		return nil
 	})
 	peer.SetFaults(fixturepeer.Fault{Kind: fixturepeer.FaultError, Status: 503})
-	got = waitForCondition(t, key, roomsyncv1alpha1.ReadyCondition, metav1.ConditionFalse, roomsyncv1alpha1.ReasonPeerUnreachable)
+	got := waitForCondition(t, key, roomsyncv1alpha1.ReadyCondition, metav1.ConditionFalse, roomsyncv1alpha1.ReasonPeerUnreachable)
 	if got.Status.Summary.Events >= int64(len(room.Events)) {
 		t.Fatalf("the room finished before the peer failed (%d events): the test proves nothing", got.Status.Summary.Events)
 	}
@@ -147,11 +143,7 @@ func TestPartialPeerWaitsThenConverges(t *testing.T) {
 		t.Fatal(err)
 	}
 	key := client.ObjectKeyFromObject(rs)
-	got := &roomsyncv1alpha1.RoomSync{}
-	eventually(t, 30*time.Second, func() error {
-		if err := k8sClient.Get(context.Background(), key, got); err != nil {
-			return err
-		}
+	got := waitForStatus(t, key, func(got *roomsyncv1alpha1.RoomSync) error {
 		if len(got.Status.Rooms) != 1 || !slices.ContainsFunc(got.Status.Rooms[0].WaitingFor, func(w string) bool { return strings.HasPrefix(w, "peer full.test (") }) {
 			return fmt.Errorf("rooms %+v: want waiting for peer full.test", got.Status.Rooms)
 		}
@@ -172,10 +164,7 @@ func TestPartialPeerWaitsThenConverges(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The status the first pass after the request writes is already converged.
-	eventually(t, 30*time.Second, func() error {
-		if err := k8sClient.Get(context.Background(), key, got); err != nil {
-			return err
-		}
+	got = waitForStatus(t, key, func(got *roomsyncv1alpha1.RoomSync) error {
 		if got.Status.LastHandledReconcileAt != "full-is-back" {
 			return fmt.Errorf("request not handled yet")
 		}
@@ -240,10 +229,7 @@ func TestRequestedAtForcesAPass(t *testing.T) {
 	if err := k8sClient.Patch(context.Background(), got, patch); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 30*time.Second, func() error {
-		if err := k8sClient.Get(context.Background(), key, got); err != nil {
-			return err
-		}
+	got = waitForStatus(t, key, func(got *roomsyncv1alpha1.RoomSync) error {
 		if got.Status.LastHandledReconcileAt != "now-1" || got.Status.Summary.Events != 400 {
 			return fmt.Errorf("lastHandledReconcileAt %q, %d events", got.Status.LastHandledReconcileAt, got.Status.Summary.Events)
 		}

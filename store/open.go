@@ -42,21 +42,7 @@ type location struct {
 //	sqlite://rel/path.db     a path relative to the working directory
 //	postgres://… or postgresql://…   any libpq-style URL pgx accepts
 func Open(ctx context.Context, rawURL string) (Store, error) {
-	loc, err := parseURL(rawURL)
-	if err != nil {
-		return nil, fmt.Errorf("open store: %w", err)
-	}
-	var s *sqlStore
-	switch loc.dialect {
-	case sqliteDialect:
-		s, err = openSQLite(ctx, loc.path)
-	default:
-		s, err = openPostgres(ctx, loc.dsn)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("open store %s: %w", loc.display, err)
-	}
-	return s, nil
+	return open(ctx, rawURL, false)
 }
 
 // OpenReadOnly opens an existing store for reading, as `roomsync inspect` does: a database
@@ -64,19 +50,31 @@ func Open(ctx context.Context, rawURL string) (Store, error) {
 // empty store behind), no migration is applied, and every write fails. A schema older or
 // newer than this roomsync's is reported, not migrated. Same URL forms as Open.
 func OpenReadOnly(ctx context.Context, rawURL string) (Store, error) {
+	return open(ctx, rawURL, true)
+}
+
+func open(ctx context.Context, rawURL string, readOnly bool) (Store, error) {
+	how := "open store"
+	if readOnly {
+		how = "open store read-only"
+	}
 	loc, err := parseURL(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("open store read-only: %w", err)
+		return nil, fmt.Errorf("%s: %w", how, err)
 	}
 	var s *sqlStore
-	switch loc.dialect {
-	case sqliteDialect:
+	switch {
+	case loc.dialect == sqliteDialect && readOnly:
 		s, err = openSQLiteReadOnly(ctx, loc.path)
-	default:
+	case loc.dialect == sqliteDialect:
+		s, err = openSQLite(ctx, loc.path)
+	case readOnly:
 		s, err = openPostgresReadOnly(ctx, loc.dsn)
+	default:
+		s, err = openPostgres(ctx, loc.dsn)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("open store %s read-only: %w", loc.display, err)
+		return nil, fmt.Errorf("%s %s: %w", how, loc.display, err)
 	}
 	return s, nil
 }
