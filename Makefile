@@ -26,9 +26,10 @@ help: ## Show the targets.
 ##@ Development
 
 .PHONY: manifests
-manifests: $(CONTROLLER_GEN) ## Generate the CRD and RBAC manifests into config/.
+manifests: $(CONTROLLER_GEN) ## Generate the CRD and RBAC manifests into config/, and the chart's copies of them.
 	$(CONTROLLER_GEN) rbac:roleName=manager-role crd paths="./..." \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+	go run ./hack/chartgen -config config -chart charts/roomsync
 
 .PHONY: generate
 generate: $(CONTROLLER_GEN) ## Generate the DeepCopy methods of the API types.
@@ -110,7 +111,7 @@ controller-gen: $(CONTROLLER_GEN) ## Install controller-gen into bin/.
 
 .PHONY: demo
 demo: ## A control plane, two Dendrites, the manager and a RoomSync on loopback (DEMO_NONINTERACTIVE=1: no wait).
-	@hack/demo.sh
+	@go run ./hack/demo
 
 .PHONY: bench-dendrite
 bench-dendrite: ## Events/s of roomsync sync vs a Dendrite backfilling the same room (BENCH_EVENTS=2000).

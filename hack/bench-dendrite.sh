@@ -12,7 +12,7 @@
 #       then a client of B pages /messages?dir=b backwards from the newest event until
 #       m.room.create, 100 events a page (Dendrite's cap): every page that reaches B's backward
 #       extremity makes B /backfill from A, check and store the events, and answer with them
-#       (hack/dendrite-seed paginate); timed from the first page to the last.
+#       (hack/dendrite.sh paginate); timed from the first page to the last.
 #   and prints events/s of both and their ratio. Both pull through the same federation API from
 #   the same server, 100 events a /backfill request.
 #
@@ -87,7 +87,6 @@ log "building bin/roomsync and Dendrite (cached under bin/)"
 "${MAKE:-make}" --no-print-directory build >&2
 hack/dendrite.sh build >/dev/null
 roomsync="${root}/bin/roomsync"
-seed_tool="${root}/bin/dendrite-seed"
 
 # ---- Dendrite A -------------------------------------------------------------------------
 dir_a="${work}/dendrite-a"
@@ -107,8 +106,6 @@ make_room() {
   log "run ${run}/${runs}: room ${room}: A's /messages shows ${room_events} events (seeded in $(( ($(now_ms) - t0) / 1000 ))s)"
   [ "${room_events}" -ge "${messages}" ] || die "A shows ${room_events} events, fewer than the ${messages} messages sent"
 }
-seed_usage="$("${seed_tool}" 2>&1 || true)"
-grep -q paginate <<<"${seed_usage}" || die "${seed_tool} has no paginate subcommand (stale build?)"
 
 # ---- our identity ------------------------------------------------------------------------
 "${roomsync}" keygen >"${work}/signing.key"
@@ -147,8 +144,8 @@ bench_dendrite() {
   dir="${work}/run${run}-dendrite-b"
   start_dendrite "${dir}"
   B_DIR="${dir}" B_NAME="${NAME}"
-  line="$("${seed_tool}" paginate -hs "http://127.0.0.1:${HTTP_PORT}" -secret-file "${dir}/registration_shared_secret" \
-    -room "${room}" -join-from "${name_a}" -limit "${page_limit}" 5>&- 6>&- 2>"${work}/run${run}-paginate.log")" ||
+  line="$(hack/dendrite.sh paginate "${dir}" "${HTTP_PORT}" "${room}" --join-from "${name_a}" --limit "${page_limit}" \
+    5>&- 6>&- 2>"${work}/run${run}-paginate.log")" ||
     { cat "${work}/run${run}-paginate.log" >&2; die "Dendrite B's join or pagination failed"; }
   [ "${order}" = dendrite-first ] || hack/dendrite.sh stop "${dir}" >/dev/null 2>&1 || true
   DB_EVENTS="$(sed -n 's/^events=\([0-9]*\) .*/\1/p' <<<"${line}")"

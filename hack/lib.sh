@@ -1,6 +1,6 @@
 # shellcheck shell=bash
-# Helpers shared by hack/demo.sh and hack/bench-dendrite.sh. Source it after defining
-# log and die; it defines nothing else and runs nothing.
+# Helpers of hack/bench-dendrite.sh (and of any script that starts Dendrites). Source it after
+# defining log and die; it defines nothing else and runs nothing.
 
 # free_port sets REPLY to a loopback port nothing answers on and that this run has not taken.
 taken_ports=" "

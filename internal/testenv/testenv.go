@@ -31,12 +31,30 @@ type Env struct {
 	Config *rest.Config
 	// Kubeconfig is the path of a kubeconfig file for Config, for kubectl.
 	Kubeconfig string
+	// ownDir is the temporary directory of Kubeconfig, removed by Stop; empty when the caller
+	// named the directory (Options.Dir).
+	ownDir string
+}
+
+// Options change where Start puts things.
+type Options struct {
+	// Dir, when set, holds every file of the control plane instead of temporary directories:
+	// etcd's data (Dir/etcd), kube-apiserver's certificates (Dir/apiserver), their output
+	// (Dir/etcd.log, Dir/kube-apiserver.log) and the kubeconfig (Dir/kubeconfig). Their command
+	// lines then name Dir, which lets a caller find the processes. The caller removes Dir.
+	Dir string
+	// NoCRDs leaves the RoomSync CRD out, for tests that install it themselves (the Helm
+	// chart's).
+	NoCRDs bool
 }
 
 // Start starts kube-apiserver and etcd and installs the CRDs of config/crd/bases. Without
 // KUBEBUILDER_ASSETS in the environment it asks hack/envtest-assets.sh for them, so a plain
 // `go test ./...` works as well as `make test`.
-func Start() (*Env, error) {
+func Start() (*Env, error) { return StartWith(Options{}) }
+
+// StartWith is Start with options.
+func StartWith(opts Options) (*Env, error) {
 	root := RepoRoot()
 	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
 		var stderr bytes.Buffer
@@ -56,6 +74,22 @@ func Start() (*Env, error) {
 		ControlPlaneStartTimeout: 2 * time.Minute,
 		ControlPlaneStopTimeout:  time.Minute,
 	}
+	if opts.NoCRDs {
+		env.CRDDirectoryPaths, env.ErrorIfCRDPathMissing = nil, false
+	}
+	var logs []*os.File
+	defer func() {
+		// The processes hold their own descriptors.
+		for _, f := range logs {
+			_ = f.Close()
+		}
+	}()
+	if opts.Dir != "" {
+		var err error
+		if logs, err = placeControlPlane(env, opts.Dir); err != nil {
+			return nil, err
+		}
+	}
 	if _, err := env.Start(); err != nil {
 		// Start may fail after the processes are up (a CRD that does not install, say):
 		// stop them, or they outlive the test binary.
@@ -72,23 +106,53 @@ func Start() (*Env, error) {
 		_ = env.Stop()
 		return nil, fmt.Errorf("kubeconfig of envtest admin user: %w", err)
 	}
-	dir, err := os.MkdirTemp("", "roomsync-envtest-")
-	if err != nil {
-		_ = env.Stop()
-		return nil, err
+	dir, ownDir := opts.Dir, ""
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "roomsync-envtest-"); err != nil {
+			_ = env.Stop()
+			return nil, err
+		}
+		ownDir = dir
 	}
 	path := filepath.Join(dir, "kubeconfig")
 	if err := os.WriteFile(path, kubeconfig, 0o600); err != nil {
 		_ = env.Stop()
 		return nil, err
 	}
-	return &Env{Environment: env, Config: admin.Config(), Kubeconfig: path}, nil
+	return &Env{Environment: env, Config: admin.Config(), Kubeconfig: path, ownDir: ownDir}, nil
 }
 
-// Stop stops the control plane and removes its files.
+// placeControlPlane points etcd's and kube-apiserver's directories and output into dir and
+// returns the log files it opened.
+func placeControlPlane(env *envtest.Environment, dir string) ([]*os.File, error) {
+	etcd, apiserver := filepath.Join(dir, "etcd"), filepath.Join(dir, "apiserver")
+	for _, d := range []string{etcd, apiserver} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, fmt.Errorf("control plane dir: %w", err)
+		}
+	}
+	etcdLog, err := os.OpenFile(filepath.Join(dir, "etcd.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("control plane log: %w", err)
+	}
+	apiLog, err := os.OpenFile(filepath.Join(dir, "kube-apiserver.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		_ = etcdLog.Close()
+		return nil, fmt.Errorf("control plane log: %w", err)
+	}
+	env.ControlPlane.Etcd = &envtest.Etcd{DataDir: etcd, Out: etcdLog, Err: etcdLog}
+	a := env.ControlPlane.GetAPIServer()
+	a.CertDir, a.Out, a.Err = apiserver, apiLog, apiLog
+	return []*os.File{etcdLog, apiLog}, nil
+}
+
+// Stop stops the control plane and removes the files Start made in temporary directories.
 func (e *Env) Stop() error {
-	_ = os.RemoveAll(filepath.Dir(e.Kubeconfig))
-	return e.Environment.Stop()
+	err := e.Environment.Stop()
+	if e.ownDir != "" {
+		_ = os.RemoveAll(e.ownDir)
+	}
+	return err
 }
 
 // Kubectl runs the machine's kubectl against the control plane as the admin user and returns

@@ -3,22 +3,17 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	dendritepeer "github.com/roomsync/roomsync/internal/dendrite"
+	"github.com/roomsync/roomsync/internal/localrun"
 	"github.com/roomsync/roomsync/internal/testenv"
 )
 
@@ -48,6 +43,13 @@ func TestMain(m *testing.M) {
 // run runs a command with a deadline and returns its stdout; stderr goes to the test log.
 func run(t *testing.T, timeout time.Duration, name string, args ...string) (string, int) {
 	t.Helper()
+	stdout, _, code := runCapture(t, timeout, name, args...)
+	return stdout, code
+}
+
+// runCapture is run that also returns stderr (where `roomsync sync` reports progress).
+func runCapture(t *testing.T, timeout time.Duration, name string, args ...string) (string, string, int) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	var stdout, stderr bytes.Buffer
@@ -69,7 +71,7 @@ func run(t *testing.T, timeout time.Duration, name string, args ...string) (stri
 		}
 		code = exitErr.ExitCode()
 	}
-	return stdout.String(), code
+	return stdout.String(), stderr.String(), code
 }
 
 func firstArg(args []string) string {
@@ -82,18 +84,9 @@ func firstArg(args []string) string {
 // freePorts returns n distinct loopback ports that were free a moment ago.
 func freePorts(t *testing.T, n int) []int {
 	t.Helper()
-	var ports []int
-	var listeners []net.Listener
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		listeners = append(listeners, ln)
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
-	}
-	for _, ln := range listeners {
-		_ = ln.Close()
+	ports, err := localrun.FreePorts(n)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return ports
 }
@@ -101,92 +94,110 @@ func freePorts(t *testing.T, n int) []int {
 // selfSignedCert writes a certificate and key for 127.0.0.1 into dir.
 func selfSignedCert(t *testing.T, dir string) (certFile, keyFile string) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	certFile, keyFile, err := localrun.WriteSelfSignedCert(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: "127.0.0.1"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile = filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
-	writePEM(t, certFile, "CERTIFICATE", der)
-	writePEM(t, keyFile, "EC PRIVATE KEY", keyDER)
 	return certFile, keyFile
 }
 
-func writePEM(t *testing.T, path, kind string, der []byte) {
+// startManager runs `roomsync manager` against the API server and returns a function that
+// stops it by its PID (SIGTERM, then SIGKILL); the test's end stops it too.
+func startManager(t *testing.T, kubeconfig, logFile string, args ...string) func() {
 	t.Helper()
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: kind, Bytes: der}), 0o600); err != nil {
+	m, err := localrun.StartManager(roomsyncBin, kubeconfig, logFile, args...)
+	if err != nil {
 		t.Fatal(err)
 	}
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			if err := m.Stop(15 * time.Second); err != nil {
+				t.Log(err)
+			}
+			if t.Failed() {
+				t.Logf("manager log (tail):\n%s", localrun.Tail(logFile, 60))
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
 }
 
-// dendrite is one Dendrite v0.13.8 on loopback, run by hack/dendrite.sh.
+// dendrite is one Dendrite v0.13.8 on loopback (internal/dendrite).
 type dendrite struct {
-	dir        string
+	peer       *dendritepeer.Peer
 	serverName string
-	httpPort   int
 }
 
-// startDendrite starts a Dendrite and stops it (by the PID the script keeps) when the test ends.
+// startDendrite starts a Dendrite and stops it (by the PID it keeps in its directory) when the
+// test ends.
 func startDendrite(t *testing.T) *dendrite {
 	t.Helper()
 	ports := freePorts(t, 2)
-	dir := filepath.Join(t.TempDir(), "dendrite")
-	script := filepath.Join(testenv.RepoRoot(), "hack", "dendrite.sh")
-	out, code := run(t, 10*time.Minute, script, "start", dir, fmt.Sprint(ports[0]), fmt.Sprint(ports[1]))
-	t.Cleanup(func() { run(t, time.Minute, script, "stop", dir) })
-	if code != 0 {
-		t.Fatalf("hack/dendrite.sh start failed (exit %d)", code)
+	p, err := dendritepeer.New(testenv.RepoRoot(), filepath.Join(t.TempDir(), "dendrite"), ports[0], ports[1])
+	if err != nil {
+		t.Fatal(err)
 	}
-	return &dendrite{dir: dir, serverName: strings.TrimSpace(out), httpPort: ports[1]}
+	name := p.ServerName()
+	p.Logf = func(format string, args ...any) { t.Logf("dendrite %s: "+format, append([]any{name}, args...)...) }
+	d := &dendrite{peer: p, serverName: name}
+	t.Cleanup(func() {
+		if err := p.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	d.start(t)
+	return d
+}
+
+// start starts the Dendrite, or starts it again after stop, on the same ports and databases.
+func (d *dendrite) start(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	if err := d.peer.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // seed sends count messages; with room empty it creates a public, world-readable v11 room.
 // extra are more hack/dendrite.sh seed flags (--join-from SERVER, say).
 func (d *dendrite) seed(t *testing.T, room string, count int, extra ...string) string {
 	t.Helper()
-	args := []string{"seed", d.dir, fmt.Sprint(d.httpPort), fmt.Sprint(count)}
 	if room != "" {
-		args = append(args, "--room", room)
+		extra = append([]string{"--room", room}, extra...)
 	}
-	args = append(args, extra...)
-	out, code := run(t, 5*time.Minute, filepath.Join(testenv.RepoRoot(), "hack", "dendrite.sh"), args...)
-	if code != 0 {
-		t.Fatalf("hack/dendrite.sh seed failed (exit %d)", code)
+	o, err := dendritepeer.ParseSeedArgs(extra)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return strings.TrimSpace(out)
+	o.Count = count
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	got, err := d.peer.Seed(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
 }
 
 // stop stops the Dendrite (by its PID) before the test ends.
 func (d *dendrite) stop(t *testing.T) {
 	t.Helper()
-	if _, code := run(t, time.Minute, filepath.Join(testenv.RepoRoot(), "hack", "dendrite.sh"), "stop", d.dir); code != 0 {
-		t.Fatalf("hack/dendrite.sh stop failed (exit %d)", code)
+	if err := d.peer.Stop(); err != nil {
+		t.Fatal(err)
 	}
 }
 
 // eventIDs is the room as Dendrite itself shows it, read through its client API.
 func (d *dendrite) eventIDs(t *testing.T, room string) []string {
 	t.Helper()
-	out, code := run(t, 2*time.Minute, filepath.Join(testenv.RepoRoot(), "hack", "dendrite.sh"),
-		"event-ids", d.dir, fmt.Sprint(d.httpPort), room)
-	if code != 0 {
-		t.Fatalf("hack/dendrite.sh event-ids failed (exit %d)", code)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	ids, err := d.peer.EventIDs(ctx, room, "")
+	if err != nil {
+		t.Fatal(err)
 	}
-	return strings.Fields(out)
+	return ids
 }

@@ -5,13 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -129,50 +127,14 @@ func TestOperatorAgainstDendrites(t *testing.T) {
 	assertStoreEquals(t, storeURL, room, wantB)
 }
 
-// startManager runs `roomsync manager` against the API server and returns a function that
-// stops it by its PID (SIGTERM, then SIGKILL).
-func startManager(t *testing.T, kubeconfig, logFile string, args ...string) func() {
-	t.Helper()
-	logOut, err := os.Create(logFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(roomsyncBin, append([]string{"manager", "--kubeconfig", kubeconfig}, args...)...)
-	cmd.Stdout, cmd.Stderr = logOut, logOut
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			_ = cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-done:
-			case <-time.After(15 * time.Second):
-				_ = cmd.Process.Kill()
-				<-done
-			}
-			_ = logOut.Close()
-			if t.Failed() {
-				if log, err := os.ReadFile(logFile); err == nil {
-					t.Logf("manager log (tail):\n%s", tail(string(log), 4000))
-				}
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return stop
-}
-
 func writeManifest(t *testing.T, path, room string, peers ...*dendrite) {
 	t.Helper()
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "apiVersion: federation.roomsync.io/v1alpha1\nkind: RoomSync\nmetadata:\n  name: archive\n  namespace: default\n  labels:\n    roomsync.io/shard: a\nspec:\n")
 	fmt.Fprintf(&b, "  rooms:\n  - id: %q\n  peers:\n", room)
 	for _, p := range peers {
-		fmt.Fprintf(&b, "  - serverName: %q\n    url: %q\n    insecureSkipTLSVerify: true\n", p.serverName, "https://"+p.serverName)
+		// By server name alone, as users name peers: no url.
+		fmt.Fprintf(&b, "  - serverName: %q\n    insecureSkipTLSVerify: true\n", p.serverName)
 	}
 	// Small passes so that the sync is still going when a peer is stopped.
 	fmt.Fprintf(&b, "  limits:\n    maxEventsPerReconcile: 300\n  interval: 1h\n")

@@ -1,0 +1,172 @@
+// Command dendrite runs Dendrite peers for people at a shell, over internal/dendrite, the
+// package the end-to-end tests and the demo use. hack/dendrite.sh builds and runs it; its
+// header documents the subcommands. Results go to stdout, everything else to stderr, so that
+// `name=$(hack/dendrite.sh start …)` works.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/roomsync/roomsync/internal/dendrite"
+)
+
+const usageText = `usage: hack/dendrite.sh build
+       hack/dendrite.sh start DIR HTTPS_PORT HTTP_PORT
+       hack/dendrite.sh stop DIR [--clean]
+       hack/dendrite.sh seed DIR HTTP_PORT COUNT [--room ROOM_ID] [--join-from SERVER_NAME] [--parallel N] [--user LOCALPART]
+       hack/dendrite.sh event-ids DIR HTTP_PORT ROOM_ID [--user LOCALPART]
+       hack/dendrite.sh paginate DIR HTTP_PORT ROOM_ID [--join-from SERVER_NAME] [--limit N] [--user LOCALPART]`
+
+// errUsage makes main print the usage and exit 2.
+var errUsage = errors.New("usage")
+
+// clientTimeout bounds seed, event-ids and paginate, as the former hack/dendrite-seed did.
+const clientTimeout = 10 * time.Minute
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:])
+	stop()
+	switch {
+	case errors.Is(err, errUsage):
+		fmt.Fprintln(os.Stderr, usageText)
+		os.Exit(2)
+	case err != nil:
+		logf("%v", err)
+		os.Exit(1)
+	}
+}
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "dendrite.sh: "+format+"\n", args...)
+}
+
+func run(ctx context.Context, args []string) error {
+	if len(args) == 0 {
+		return errUsage
+	}
+	root, err := sourceRoot()
+	if err != nil {
+		return err
+	}
+	switch cmd, rest := args[0], args[1:]; {
+	case cmd == "build" && len(rest) == 0:
+		dir, err := dendrite.Build(ctx, root, logf)
+		if err == nil {
+			fmt.Println(dir)
+		}
+		return err
+	case cmd == "start" && len(rest) == 3:
+		https, err1 := strconv.Atoi(rest[1])
+		http, err2 := strconv.Atoi(rest[2])
+		if err1 != nil || err2 != nil {
+			return errUsage
+		}
+		p, err := dendrite.New(root, rest[0], https, http)
+		if err != nil {
+			return err
+		}
+		p.Logf = logf
+		if err := p.Start(ctx); err != nil {
+			return err
+		}
+		fmt.Println(p.ServerName())
+		return nil
+	case cmd == "stop" && (len(rest) == 1 || len(rest) == 2 && rest[1] == "--clean"):
+		return dendrite.Stop(rest[0], len(rest) == 2, 0, logf)
+	case (cmd == "seed" || cmd == "event-ids" || cmd == "paginate") && len(rest) >= 3:
+		port, err := strconv.Atoi(rest[1])
+		if err != nil {
+			return errUsage
+		}
+		ctx, cancel := context.WithTimeout(ctx, clientTimeout)
+		defer cancel()
+		return client(ctx, cmd, &dendrite.Peer{Root: root, Dir: rest[0], HTTPPort: port, Logf: logf}, rest[2], rest[3:])
+	}
+	return errUsage
+}
+
+// client runs seed, event-ids or paginate against the client API of p; arg is COUNT or
+// ROOM_ID, flags what follows it.
+func client(ctx context.Context, cmd string, p *dendrite.Peer, arg string, flags []string) error {
+	switch cmd {
+	case "seed":
+		count, err := strconv.Atoi(arg)
+		if err != nil || count < 0 {
+			return errUsage
+		}
+		o, err := dendrite.ParseSeedArgs(flags)
+		if err != nil {
+			logf("%v", err)
+			return errUsage
+		}
+		o.Count = count
+		room, err := p.Seed(ctx, o)
+		if err == nil {
+			fmt.Println(room)
+		}
+		return err
+	case "event-ids":
+		f, err := parseFlags(flags, "--user")
+		if err != nil {
+			return err
+		}
+		ids, err := p.EventIDs(ctx, arg, f["--user"])
+		if err == nil && len(ids) > 0 {
+			_, err = fmt.Println(strings.Join(ids, "\n"))
+		}
+		return err
+	default:
+		f, err := parseFlags(flags, "--user", "--join-from", "--limit")
+		if err != nil {
+			return err
+		}
+		limit := 100
+		if s, ok := f["--limit"]; ok {
+			if limit, err = strconv.Atoi(s); err != nil || limit < 1 {
+				return errUsage
+			}
+		}
+		r, err := p.Paginate(ctx, arg, f["--join-from"], f["--user"], limit)
+		if err == nil {
+			fmt.Println(r)
+		}
+		return err
+	}
+}
+
+// parseFlags reads "--name value" pairs, each name one of allowed.
+func parseFlags(args []string, allowed ...string) (map[string]string, error) {
+	out := map[string]string{}
+	for i := 0; i < len(args); i += 2 {
+		ok := false
+		for _, a := range allowed {
+			ok = ok || args[i] == a
+		}
+		if !ok || i+1 >= len(args) {
+			return nil, errUsage
+		}
+		out[args[i]] = args[i+1]
+	}
+	return out, nil
+}
+
+// sourceRoot is the checkout this program was built from, whose bin/ caches Dendrite: the
+// wrapper builds it without -trimpath, so the path of this file is absolute.
+func sourceRoot() (string, error) {
+	_, file, _, ok := runtime.Caller(0)
+	if !ok || !filepath.IsAbs(file) {
+		return "", fmt.Errorf("cannot tell the source tree from %q: build without -trimpath", file)
+	}
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", "..")), nil
+}
