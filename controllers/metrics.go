@@ -23,6 +23,8 @@ type Metrics struct {
 	RoomGaps         *prometheus.GaugeVec
 	RoomUnfillable   *prometheus.GaugeVec
 	RoomConverged    *prometheus.GaugeVec
+	RoomLastSync     *prometheus.GaugeVec
+	PeerHealthy      *prometheus.GaugeVec
 	ReconcileSeconds *prometheus.HistogramVec
 }
 
@@ -69,6 +71,18 @@ func NewMetrics() *Metrics {
 				Name: "roomsync_room_converged",
 				Help: "1 when the room holds every event its peers gave, else 0.",
 			}, []string{"namespace", "name", "room"}),
+			// A timestamp rather than an age: Prometheus computes the age (time() - x), and a
+			// room the passes stop reaching shows up even though nothing else about it changes.
+			RoomLastSync: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+				Name: "roomsync_room_last_sync_timestamp_seconds",
+				Help: "Unix time of the last pass that reached a room of a RoomSync.",
+			}, []string{"namespace", "name", "room"}),
+			// Per RoomSync, not per peer alone: each RoomSync keeps its own peer health (see
+			// Syncer), so one peer can be backed off for one RoomSync and fine for another.
+			PeerHealthy: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+				Name: "roomsync_peer_healthy",
+				Help: "1 when a peer of a RoomSync answered at the last pass, 0 while it or one of its endpoints is backed off.",
+			}, []string{"namespace", "name", "peer"}),
 			ReconcileSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 				Name:    "roomsync_reconcile_duration_seconds",
 				Help:    "Duration of RoomSync reconciles, by result.",
@@ -76,7 +90,8 @@ func NewMetrics() *Metrics {
 			}, []string{"result"}),
 		}
 		ctrlmetrics.Registry.MustRegister(m.EventsStored, m.EventsRejected, m.Requests, m.RequestDuration,
-			m.RoomEvents, m.RoomGaps, m.RoomUnfillable, m.RoomConverged, m.ReconcileSeconds)
+			m.RoomEvents, m.RoomGaps, m.RoomUnfillable, m.RoomConverged, m.RoomLastSync, m.PeerHealthy,
+			m.ReconcileSeconds)
 		registered = m
 	})
 	return registered
@@ -111,13 +126,27 @@ func (m *Metrics) setRoom(namespace, name string, st roomsyncv1alpha1.RoomStatus
 		converged = 1
 	}
 	m.RoomConverged.With(labels).Set(converged)
+	// A room no pass has reached yet has no timestamp: a zero would read as 56 years stale.
+	if st.LastSyncTime != nil {
+		m.RoomLastSync.With(labels).Set(float64(st.LastSyncTime.Unix()))
+	}
 }
 
-// forget drops a RoomSync's per-room series (deleted, or the room left its spec).
+// setPeer publishes a peer's health after a pass.
+func (m *Metrics) setPeer(namespace, name string, p resolver.PeerStatus) {
+	healthy := 0.0
+	if p.Healthy {
+		healthy = 1
+	}
+	m.PeerHealthy.WithLabelValues(namespace, name, p.ServerName).Set(healthy)
+}
+
+// forget drops a RoomSync's per-room and per-peer series (deleted, or the room or peer left
+// its spec).
 func (m *Metrics) forget(namespace, name string) {
 	labels := prometheus.Labels{"namespace": namespace, "name": name}
-	m.RoomEvents.DeletePartialMatch(labels)
-	m.RoomGaps.DeletePartialMatch(labels)
-	m.RoomUnfillable.DeletePartialMatch(labels)
-	m.RoomConverged.DeletePartialMatch(labels)
+	for _, g := range []*prometheus.GaugeVec{m.RoomEvents, m.RoomGaps, m.RoomUnfillable, m.RoomConverged,
+		m.RoomLastSync, m.PeerHealthy} {
+		g.DeletePartialMatch(labels)
+	}
 }

@@ -124,10 +124,14 @@ func (r *RoomSyncReconciler) reconcileRooms(ctx context.Context, obj *roomsyncv1
 	applyPeers(obj, peers)
 	obj.Status.Summary = summarize(obj.Status.Rooms)
 	if r.Syncer.Metrics != nil {
-		// Rooms dropped from the spec lose their series; the others are set again below.
+		// Rooms and peers dropped from the spec lose their series; the others are set again
+		// below.
 		r.Syncer.Metrics.forget(obj.Namespace, obj.Name)
 		for _, room := range obj.Status.Rooms {
 			r.Syncer.Metrics.setRoom(obj.Namespace, obj.Name, room)
+		}
+		for _, peer := range peers {
+			r.Syncer.Metrics.setPeer(obj.Namespace, obj.Name, peer)
 		}
 	}
 	return decide(obj, results, peers)
