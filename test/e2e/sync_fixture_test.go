@@ -30,9 +30,9 @@ func TestSyncFromFixturePeers(t *testing.T) {
 	storeURL := "sqlite://" + filepath.Join(dir, "events.db")
 	args := []string{"sync", "--store", storeURL, "--server-name", "cli.test", "--signing-key", keyFile,
 		"--insecure-skip-tls-verify", "--room", string(room.ID)}
-	for _, p := range []*fixturepeer.Peer{dead, low, high} {
-		args = append(args, "--peer", p.ServerName()+"="+p.URL())
-	}
+	// The dead peer by URL; the others by their server names alone (127.0.0.1:port), as the
+	// README tells users to name peers.
+	args = append(args, "--peer", dead.ServerName()+"="+dead.URL(), "--peer", low.ServerName(), "--peer", high.ServerName())
 	if _, code := run(t, 2*time.Minute, roomsyncBin, args...); code != 0 {
 		t.Fatalf("roomsync sync exited %d, want 0", code)
 	}
@@ -60,6 +60,10 @@ func TestSyncFromFixturePeers(t *testing.T) {
 		t.Errorf("inspect --event-ids is not the room in topological order (%d vs %d IDs)", len(got), len(want))
 	}
 
+	if out, code := run(t, time.Minute, roomsyncBin, "inspect", "--store", storeURL, "--room", string(room.ID), "--check"); code != 0 || !strings.Contains(out, "consistent") {
+		t.Errorf("inspect --check exited %d: %s", code, out)
+	}
+
 	// A peer that holds nothing of the room and one that is dead: exit 1, not converged.
 	empty := fixturepeer.Start(t, room, fixturepeer.WithHold(fixturepeer.HoldNone()))
 	args2 := []string{"sync", "--store", "sqlite://" + filepath.Join(dir, "other.db"), "--server-name", "cli.test",
@@ -67,5 +71,48 @@ func TestSyncFromFixturePeers(t *testing.T) {
 		"--peer", dead.ServerName() + "=" + dead.URL(), "--peer", empty.ServerName() + "=" + empty.URL()}
 	if _, code := run(t, 2*time.Minute, roomsyncBin, args2...); code != 1 {
 		t.Errorf("sync with nothing to get exited %d, want 1", code)
+	}
+}
+
+// TestSyncWaitsForPeerThatIsDown: the partial-peer scenario from the command line, with
+// fixture peers. With full.test down, sync exits 1 saying it waits for full.test (and nothing
+// is unfillable); the next run after full.test is back converges.
+func TestSyncWaitsForPeerThatIsDown(t *testing.T) {
+	pp := fixturepeer.StartPartialPeers(t, 27)
+	pp.Full.SetFaults(fixturepeer.Fault{Kind: fixturepeer.FaultDisconnect})
+	dir := t.TempDir()
+	keyOut, _ := run(t, time.Minute, roomsyncBin, "keygen")
+	keyFile := filepath.Join(dir, "signing.key")
+	if err := os.WriteFile(keyFile, []byte(keyOut), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	storeURL := "sqlite://" + filepath.Join(dir, "events.db")
+	args := []string{"sync", "--store", storeURL, "--server-name", "cli.test", "--signing-key", keyFile,
+		"--insecure-skip-tls-verify", "--room", string(pp.Room.ID), "--timeout", "40s",
+		"--peer", "full.test=" + pp.Full.URL(), "--peer", "late.test=" + pp.Late.URL()}
+
+	_, progress, code := runCapture(t, time.Minute, roomsyncBin, args...)
+	if code != 1 {
+		t.Fatalf("sync with full.test down exited %d, want 1", code)
+	}
+	lines := strings.Split(strings.TrimSpace(progress), "\n")
+	last := ""
+	for _, l := range lines {
+		if strings.Contains(l, "roomsync: pass ") {
+			last = l
+		}
+	}
+	// The gaps wait for full.test itself, or for its signing key (late.test vouches for no one).
+	if _, waiting, _ := strings.Cut(last, "; waiting for "); !strings.Contains(waiting, "full.test") || !strings.Contains(last, " 0 unfillable") {
+		t.Errorf("last progress line %q: want it waiting for full.test, nothing unfillable", last)
+	}
+
+	pp.Full.ClearFaults()
+	if _, progress, code := runCapture(t, time.Minute, roomsyncBin, args...); code != 0 {
+		t.Fatalf("sync after full.test returned exited %d, want 0:\n%s", code, tail(progress, 2000))
+	}
+	out, _ := run(t, time.Minute, roomsyncBin, "inspect", "--store", storeURL, "--room", string(pp.Room.ID), "--event-ids")
+	if got := strings.Fields(out); len(got) != len(pp.Room.Events) {
+		t.Errorf("store holds %d events, the room %d", len(got), len(pp.Room.Events))
 	}
 }
