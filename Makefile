@@ -5,7 +5,9 @@
 export GOTOOLCHAIN := go1.27.3
 export CGO_ENABLED ?= 0
 
-IMG ?= roomsync:dev
+# The chart's appVersion is the release version; the default image is the project's at it.
+VERSION ?= $(shell sed -n 's/^appVersion: *"\(.*\)"/\1/p' charts/roomsync/Chart.yaml)
+IMG ?= ghcr.io/roomsync/roomsync:$(VERSION)
 LOCALBIN ?= $(CURDIR)/bin
 CONTROLLER_TOOLS_VERSION ?= v0.23.0
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
@@ -78,16 +80,20 @@ bench: ## Run the benchmarks (store needs ROOMSYNC_TEST_POSTGRES_URL for its Pos
 ##@ Build
 
 .PHONY: build
-build: ## Build the roomsync binary into bin/.
-	go build -trimpath -o $(LOCALBIN)/roomsync .
+build: ## Build the roomsync binary into bin/: static (CGO off), the one the image ships.
+	go build -trimpath -ldflags="-s -w -X github.com/roomsync/roomsync/internal/cli.Version=$(VERSION)" -o $(LOCALBIN)/roomsync .
 
 .PHONY: run
 run: manifests generate ## Run the manager against the cluster of the current kubeconfig.
 	go run . manager
 
 .PHONY: docker-build
-docker-build: ## Build the container image (needs a Docker engine).
+docker-build: build ## Build the container image IMG from bin/roomsync (needs a Docker engine).
 	docker build -t $(IMG) .
+
+.PHONY: docker-push
+docker-push: ## Push the container image IMG.
+	docker push $(IMG)
 
 .PHONY: install
 install: manifests ## Install the CRDs into the cluster of the current kubeconfig.

@@ -100,6 +100,10 @@ func (r *RoomSyncReconciler) reconcile(ctx context.Context, obj *roomsyncv1alpha
 	}
 	if obj.Spec.Suspend {
 		ctrl.LoggerFrom(ctx).V(1).Info("Reconciliation is suspended")
+		// A suspended RoomSync's last figures would keep its alerts firing: its series go.
+		if r.Syncer.Metrics != nil {
+			r.Syncer.Metrics.forget(obj.Namespace, obj.Name)
+		}
 		return suspended(), nil
 	}
 	if err := validateSpec(&obj.Spec); err != nil {

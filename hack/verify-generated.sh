@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Fails when the generated files (CRDs, RBAC role, DeepCopy methods) differ from what
+# Fails when the generated files (CRDs, RBAC role, DeepCopy methods, the chart's copies of
+# the CRDs and rules) differ from what
 # controller-gen makes from the current sources. It regenerates in place, so after a failure
 # the tree holds the fresh output: review it and commit it.
 set -euo pipefail
@@ -8,8 +9,10 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "${root}"
 
 generated() {
-  find config/crd/bases config/rbac/role.yaml api -name 'zz_generated.*.go' -o -path 'config/crd/bases/*' -o -name role.yaml \
-    2>/dev/null | sort | xargs -r sha256sum
+  {
+    find config/crd/bases config/rbac/role.yaml api -name 'zz_generated.*.go' -o -path 'config/crd/bases/*' -o -name role.yaml
+    find charts/roomsync/templates/crd charts/roomsync/templates/_rules.tpl -type f
+  } 2>/dev/null | sort | xargs -r sha256sum
 }
 
 before="$(generated)"
