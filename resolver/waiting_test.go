@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"maunium.net/go/mautrix/id"
+
 	"github.com/roomsync/roomsync/internal/fixturepeer"
 	"github.com/roomsync/roomsync/resolver"
 	"github.com/roomsync/roomsync/store"
@@ -166,4 +168,26 @@ func TestFailingEndpointBacksOffAcrossPasses(t *testing.T) {
 		}
 	}
 	t.Logf("/event back-offs: %v", waits)
+}
+
+// Where no peer names the room version (make_join refused), it comes from the create event;
+// a peer serving a create event that does not verify is passed over for the next peer.
+func TestRoomVersionFromTheNextPeersCreateEvent(t *testing.T) {
+	room := fixturepeer.MustGenerate(t, fixturepeer.RoomOptions{Seed: 24, Events: 120})
+	refuseJoin := fixturepeer.WithFaults(fixturepeer.Fault{Kind: fixturepeer.FaultError, Endpoint: fixturepeer.EndpointMakeJoin, Status: 403, ErrCode: "M_FORBIDDEN"})
+	liar := fixturepeer.Start(t, room, refuseJoin, fixturepeer.WithLies(fixturepeer.Lie{
+		Kind: fixturepeer.LieBadSignature, Endpoint: fixturepeer.EndpointEvent, Events: []id.EventID{room.Create().ID},
+	}))
+	honest := fixturepeer.Start(t, room, refuseJoin)
+	h := newHarness(t, room, []*fixturepeer.Peer{liar, honest})
+	r, err := h.res.SyncRoom(context.Background(), string(room.ID), resolver.History{})
+	if err != nil {
+		t.Fatalf("first pass: %v (the honest peer's create event was not asked for)", err)
+	}
+	if want := string(room.Create().JSON); r.RoomVersion == "" || !strings.Contains(want, `"room_version":"`+r.RoomVersion+`"`) {
+		t.Errorf("room version %q, want the create event's", r.RoomVersion)
+	}
+	if honest.Count(fixturepeer.EndpointEvent) == 0 {
+		t.Error("the honest peer was not asked for the create event")
+	}
 }
