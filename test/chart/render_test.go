@@ -3,6 +3,7 @@ package chart
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"errors"
 	"io"
 	"maps"
@@ -22,6 +23,7 @@ import (
 	"helm.sh/helm/v4/pkg/storage"
 	"helm.sh/helm/v4/pkg/storage/driver"
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -258,8 +260,20 @@ func TestRenderDecodesStrictly(t *testing.T) {
 				t.Errorf("kinds %v, want %v", got, c.kinds)
 			}
 			for _, o := range objs {
-				if d, ok := o.(*appsv1.Deployment); ok {
-					checkHardened(t, d)
+				switch o := o.(type) {
+				case *appsv1.Deployment:
+					checkHardened(t, o)
+				case *monitoringv1.PrometheusRule:
+					if len(o.Spec.Groups) == 0 || len(o.Spec.Groups[0].Rules) < 6 {
+						t.Errorf("PrometheusRule holds %+v, want the rule file's alerts", o.Spec.Groups)
+					}
+				case *corev1.ConfigMap:
+					var dashboard struct {
+						UID string `json:"uid"`
+					}
+					if err := json.Unmarshal([]byte(o.Data["roomsync.json"]), &dashboard); err != nil || dashboard.UID == "" {
+						t.Errorf("dashboard ConfigMap: %v, uid %q", err, dashboard.UID)
+					}
 				}
 			}
 		})
