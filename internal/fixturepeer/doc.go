@@ -23,6 +23,13 @@
 // pair as an explicit endpoint with TLS verification off. [NewClient] builds a mautrix
 // federation client routed that way, for tests that talk to peers directly.
 //
+// Membership: by default a peer serves history to any server, as Dendrite v0.13.8 does.
+// [WithMembersOnly] (or [StartSynapseLike]) makes it refuse servers that are not in the room,
+// as Synapse does, and its send_join lets a server in: it checks the join as a resident
+// server does (the join's signature only when the test gives the peer the joiner's key, see
+// [WithJoinKey]), records the server as joined and answers the room state and auth chain. The
+// join itself never enters the room: generated rooms are immutable.
+//
 // What a resolver can possibly fetch from a set of peers is [Reachable]: the events reached
 // by walking prev_events back from the peers' heads through events that some peer holds;
 // prev_events that no peer holds are the unfillable gaps.

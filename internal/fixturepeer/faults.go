@@ -24,13 +24,14 @@ const (
 	EndpointEvent            Endpoint = "event"              // GET /_matrix/federation/v1/event/{eventId}
 	EndpointTimestampToEvent Endpoint = "timestamp_to_event" // GET /_matrix/federation/v1/timestamp_to_event/{roomId}
 	EndpointMakeJoin         Endpoint = "make_join"          // GET /_matrix/federation/v1/make_join/{roomId}/{userId}
+	EndpointSendJoin         Endpoint = "send_join"          // PUT /_matrix/federation/v2/send_join/{roomId}/{eventId}
 	EndpointOther            Endpoint = "other"              // anything else (404 M_UNRECOGNIZED)
 )
 
 // Endpoints lists every Endpoint.
 var Endpoints = []Endpoint{
 	EndpointVersion, EndpointServerKeys, EndpointQueryKeys, EndpointBackfill, EndpointMissingEvents,
-	EndpointEvent, EndpointTimestampToEvent, EndpointMakeJoin, EndpointOther,
+	EndpointEvent, EndpointTimestampToEvent, EndpointMakeJoin, EndpointSendJoin, EndpointOther,
 }
 
 // FaultKind is what a Fault does instead of (or to) the real answer.
@@ -56,9 +57,9 @@ const (
 	FaultDisconnect
 	// FaultManyPDUs answers 200 with Count tiny PDUs ("{}", default DefaultManyPDUs), generated
 	// while streaming, never allocated: the pdus of a /backfill or /event answer (and of any
-	// other endpoint), the events of a /get_missing_events answer, or at /make_join the
-	// prev_events of the template (event IDs). Three bytes a PDU: 20 million fit in 60 MiB,
-	// under any byte cap a client would set.
+	// other endpoint), the events of a /get_missing_events answer, the state of a send_join
+	// answer, or at /make_join the prev_events of the template (event IDs). Three bytes a PDU:
+	// 20 million fit in 60 MiB, under any byte cap a client would set.
 	FaultManyPDUs
 	// FaultHugePDU answers 200 with one PDU of Size bytes (default MaxPDUBytes+1, one past
 	// the spec's limit) where FaultManyPDUs puts its PDUs (at /make_join, as the template),
@@ -175,8 +176,9 @@ type Lie struct {
 	Kind LieKind
 	// Events limits the lie to these events; empty means every event served.
 	Events []id.EventID
-	// Endpoint limits the lie to one endpoint; "" means /backfill, /get_missing_events and
-	// /event.
+	// Endpoint limits the lie to one endpoint; "" means every endpoint that serves events:
+	// /backfill, /get_missing_events, /event, and the state and auth chain of a send_join
+	// answer.
 	Endpoint Endpoint
 }
 

@@ -152,9 +152,9 @@ func (p *Peer) backfill(req *http.Request, lies []lieState) (int, any) {
 	if err != nil {
 		return errBody(http.StatusBadRequest, "M_INVALID_PARAM", "limit is not an integer")
 	}
-	r, hs, ok := p.room(req.PathValue("roomId"))
-	if !ok {
-		return errBody(http.StatusNotFound, "M_NOT_FOUND", "Unknown room")
+	r, hs, status, refusal := p.historyRoom(req)
+	if refusal != nil {
+		return status, refusal
 	}
 	limit = min(limit, p.bfCap)
 	seen := make(map[int32]bool)
@@ -190,8 +190,8 @@ func isJSON(contentType string) bool {
 }
 
 // missingEvents walks breadth-first back from latest_events' prev_events through held
-// events, not past earliest_events or below min_depth, up to min(limit, cap) events, and
-// answers them oldest first (by depth).
+// events, not past earliest_events or below min_depth (unless WithoutMinDepth), up to
+// min(limit, cap) events, and answers them oldest first (by depth).
 func (p *Peer) missingEvents(req *http.Request, lies []lieState) (int, any) {
 	if !isJSON(req.Header.Get("Content-Type")) {
 		return errBody(http.StatusBadRequest, "M_NOT_JSON", "Content-Type must be application/json")
@@ -205,9 +205,12 @@ func (p *Peer) missingEvents(req *http.Request, lies []lieState) (int, any) {
 	if err := json.NewDecoder(req.Body).Decode(&body); err != nil {
 		return errBody(http.StatusBadRequest, "M_NOT_JSON", "Content not JSON: "+err.Error())
 	}
-	r, hs, ok := p.room(req.PathValue("roomId"))
-	if !ok {
-		return errBody(http.StatusNotFound, "M_NOT_FOUND", "Unknown room")
+	r, hs, status, refusal := p.historyRoom(req)
+	if refusal != nil {
+		return status, refusal
+	}
+	if p.noMinDepth {
+		body.MinDepth = 0
 	}
 	limit := 10 // the spec's default
 	if body.Limit != nil {
@@ -261,11 +264,16 @@ walk:
 	return http.StatusOK, map[string]any{"events": pdus}
 }
 
+// event serves one held event of any room the peer serves.
 func (p *Peer) event(req *http.Request, lies []lieState) (int, any) {
 	eventID := id.EventID(req.PathValue("eventId"))
 	for _, sr := range p.order {
 		hs := sr.hold.Load()
 		if i, ok := hs.has(eventID); ok {
+			// As Synapse: an unknown event is 404 to anyone, a known one 403 to non-members.
+			if !p.mayRead(req, sr) {
+				return errBody(http.StatusForbidden, "M_FORBIDDEN", ErrHostNotInRoom)
+			}
 			pdus, err := p.renderAll(EndpointEvent, sr.room, []int32{i}, lies)
 			if err != nil {
 				return errBody(http.StatusInternalServerError, "M_UNKNOWN", err.Error())
@@ -300,8 +308,8 @@ func (p *Peer) timestampToEvent(req *http.Request, _ []lieState) (int, any) {
 	return http.StatusOK, map[string]any{"event_id": r.Events[i].ID, "origin_server_ts": r.Events[i].TS}
 }
 
-// makeJoin answers a join template whose prev_events are the peer's forward extremities. It
-// joins nothing: without send_join, nothing changes.
+// makeJoin answers anyone (members-only or not) a join template whose prev_events are the
+// peer's forward extremities. It joins nothing: send_join does.
 func (p *Peer) makeJoin(req *http.Request, _ []lieState) (int, any) {
 	r, hs, ok := p.room(req.PathValue("roomId"))
 	if !ok {

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"maunium.net/go/mautrix/federation"
+	"maunium.net/go/mautrix/federation/pdu"
 	"maunium.net/go/mautrix/id"
 )
 
@@ -53,6 +54,13 @@ type peerConfig struct {
 	faults      []Fault
 	lies        []Lie
 	plainHTTP   bool
+
+	// Membership (membership.go).
+	membersOnly bool
+	noMinDepth  bool
+	joined      []string
+	joinKeys    map[string]map[id.KeyID]id.SigningKey
+	joinKeyFunc pdu.GetKeyFunc
 }
 
 type extraRoom struct {
@@ -112,6 +120,10 @@ type Peer struct {
 	hangLimit time.Duration
 	noTS      atomic.Bool
 
+	membersOnly atomic.Bool
+	noMinDepth  bool
+	joinKey     pdu.GetKeyFunc // nil: send_join does not check signatures
+
 	counts map[Endpoint]*atomic.Int64
 	pdus   atomic.Int64
 
@@ -132,6 +144,9 @@ type Peer struct {
 type servedRoom struct {
 	room *Room
 	hold atomic.Pointer[holdState]
+
+	mu     sync.Mutex
+	joined map[string]bool // servers joined through this peer (see membership.go)
 }
 
 // Request is one request a peer received.
@@ -190,7 +205,7 @@ func New(room *Room, opts ...Option) (*Peer, error) {
 		if _, dup := p.rooms[r.ID]; dup {
 			return fmt.Errorf("fixturepeer: room %s served twice", r.ID)
 		}
-		sr := &servedRoom{room: r}
+		sr := &servedRoom{room: r, joined: make(map[string]bool)}
 		sr.hold.Store(newHoldState(r, h))
 		p.rooms[r.ID] = sr
 		p.order = append(p.order, sr)
@@ -203,6 +218,12 @@ func New(room *Room, opts ...Option) (*Peer, error) {
 		return nil, err
 	}
 	p.primary = p.order[0]
+	for _, s := range cfg.joined {
+		p.primary.joined[s] = true
+	}
+	p.membersOnly.Store(cfg.membersOnly)
+	p.noMinDepth = cfg.noMinDepth
+	p.joinKey = cfg.joinKeyGetter()
 	for _, x := range cfg.extra {
 		if err := add(x.room, x.hold); err != nil {
 			return nil, err
@@ -427,6 +448,7 @@ func (p *Peer) routes() http.Handler {
 	mux.Handle("GET "+fed+"event/{eventId}", p.wrap(EndpointEvent, true, p.event))
 	mux.Handle("GET "+fed+"timestamp_to_event/{roomId}", p.wrap(EndpointTimestampToEvent, true, p.timestampToEvent))
 	mux.Handle("GET "+fed+"make_join/{roomId}/{userId}", p.wrap(EndpointMakeJoin, true, p.makeJoin))
+	mux.Handle("PUT /_matrix/federation/v2/send_join/{roomId}/{eventId}", p.wrap(EndpointSendJoin, true, p.sendJoin))
 	mux.Handle("/", p.wrap(EndpointOther, false, func(*http.Request, []lieState) (int, any) {
 		return errBody(http.StatusNotFound, "M_UNRECOGNIZED", "Unrecognized request")
 	}))
@@ -468,7 +490,7 @@ func (p *Peer) wrap(ep Endpoint, authenticate bool, h handlerFunc) http.Handler 
 			Time: time.Now(), Endpoint: ep, Method: r.Method, URI: r.RequestURI,
 			Origin: federation.ParseXMatrixAuth(r.Header.Get("Authorization")).Origin, ContentType: r.Header.Get("Content-Type"),
 		}
-		if r.Body != nil && r.Method == http.MethodPost {
+		if r.Body != nil && (r.Method == http.MethodPost || r.Method == http.MethodPut) {
 			body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))
 			if err != nil {
 				rec.Status = http.StatusRequestEntityTooLarge
@@ -631,6 +653,8 @@ func (p *Peer) pduEnvelope(r *http.Request, ep Endpoint) (head, tail string) {
 			version = sr.room.Version
 		}
 		return fmt.Sprintf(`{"room_version":%q,"event":`, version), `}`
+	case EndpointSendJoin:
+		return `{"auth_chain":[],"event":{},"members_omitted":false,"servers_in_room":[],"state":[`, `]}`
 	}
 	return fmt.Sprintf(`{"origin":%q,"origin_server_ts":%d,"pdus":[`, p.name, time.Now().UnixMilli()), `]}`
 }

@@ -72,6 +72,12 @@ type RoomOptions struct {
 	// Default 0.01. The first events after the initial state join one user on every other
 	// origin, so every origin signs events.
 	JoinRate float64
+	// RenameRate is the probability that an event is a member's displayname change: a new
+	// m.room.member join of an already joined user whose auth_events name the member event it
+	// replaces. Superseded state is what makes an auth chain (send_join's) differ from the
+	// state. Branches are merged first, as for a join. Default 0: none (and the room is the
+	// same as before the option existed).
+	RenameRate float64
 	// Heads is the number of forward extremities the room should end with: the last 2×Heads
 	// events open branches instead of merging them (room permitting: the initial state is
 	// linear). Default 0: whatever the walk leaves, often 1. Ignored when Linear.
@@ -395,6 +401,7 @@ type generator struct {
 	users     []id.UserID
 	runLeft   int
 	joins     int // pending joins
+	renames   int // pending displayname changes
 	msgs      int
 }
 
@@ -488,13 +495,20 @@ func (g *generator) run() error {
 		if g.joins == 0 && g.rng.Float64() < g.o.JoinRate {
 			g.joins = 1
 		}
+		// Asked only when on, so that rooms without renames draw the same numbers as before.
+		if g.o.RenameRate > 0 && g.joins == 0 && g.renames == 0 && g.rng.Float64() < g.o.RenameRate {
+			g.renames = 1
+		}
 		var err error
 		switch {
-		case len(g.tips) > 1 && (g.runLeft > 0 || g.joins > 0 || g.rng.Float64() < g.o.MergeRate):
+		case len(g.tips) > 1 && (g.runLeft > 0 || g.joins > 0 || g.renames > 0 || g.rng.Float64() < g.o.MergeRate):
 			err = g.merge()
 		case g.joins > 0:
 			err = g.joinUser()
 			g.joins--
+		case g.renames > 0:
+			err = g.renameUser()
+			g.renames--
 		case g.runLeft == 0 && len(g.tips) < g.o.MaxBranches && g.rng.Float64() < g.o.ForkRate:
 			var ok bool
 			ok, err = g.fork()
@@ -604,6 +618,26 @@ func (g *generator) joinUser() error {
 		return err
 	}
 	g.users = append(g.users, u)
+	g.room.members[u] = idx
+	g.tips[0] = idx
+	g.lastState = idx
+	return nil
+}
+
+// renameUser changes a random user's displayname. There is a single tip (merge runs first).
+func (g *generator) renameUser() error {
+	u := g.users[g.rng.IntN(len(g.users))]
+	auth := make([]int32, 0, 4)
+	if !g.o.Version.RoomIDIsCreateEventID() {
+		auth = append(auth, 0)
+	}
+	auth = append(auth, g.room.powerIdx, g.room.rulesIdx, g.room.members[u])
+	idx, err := g.add("m.room.member", ptr(string(u)), u,
+		mustJSON(map[string]any{"membership": "join", "displayname": u.Localpart() + " " + strconv.Itoa(len(g.room.Events))}),
+		[]int32{g.tips[0]}, auth)
+	if err != nil {
+		return err
+	}
 	g.room.members[u] = idx
 	g.tips[0] = idx
 	g.lastState = idx

@@ -45,9 +45,17 @@ func check(r *Room, raw []byte) checked {
 }
 
 func TestGenerateVerifies(t *testing.T) {
-	for _, v := range []id.RoomVersion{id.RoomV10, id.RoomV11, id.RoomV12} {
-		t.Run("v"+string(v), func(t *testing.T) {
-			r := MustGenerate(t, RoomOptions{Seed: 42, Events: 600, Version: v, Heads: 2})
+	for _, tc := range []struct {
+		v       id.RoomVersion
+		renames float64
+	}{{id.RoomV10, 0}, {id.RoomV11, 0}, {id.RoomV12, 0}, {id.RoomV11, 0.03}, {id.RoomV12, 0.03}} {
+		v := tc.v
+		name := "v" + string(v)
+		if tc.renames > 0 {
+			name += "-renames"
+		}
+		t.Run(name, func(t *testing.T) {
+			r := MustGenerate(t, RoomOptions{Seed: 42, Events: 600, Version: v, Heads: 2, RenameRate: tc.renames})
 			if r.Version != v || len(r.Events) != 600 || len(r.IDSet()) != 600 {
 				t.Fatalf("version %s, %d events, %d IDs", r.Version, len(r.Events), len(r.IDSet()))
 			}
@@ -58,6 +66,8 @@ func TestGenerateVerifies(t *testing.T) {
 			}
 			ancestors := make([]map[int]bool, len(r.Events)) // inclusive
 			origins := map[string]bool{}
+			member := make(map[string]id.EventID) // each user's newest member event so far
+			renames := 0
 			for i, e := range r.Events {
 				c := check(r, e.JSON)
 				if !c.valid() || c.id != e.ID || c.roomID != r.ID {
@@ -100,12 +110,21 @@ func TestGenerateVerifies(t *testing.T) {
 						t.Errorf("v12 event %d lists the create event in auth_events", i)
 					}
 				}
-				if e.Type == "m.room.message" {
-					member := r.Get(e.Auth[len(e.Auth)-1])
-					if member.Type != "m.room.member" || *member.StateKey != string(e.Sender) {
-						t.Errorf("message %d: last auth event is not the sender's join", i)
-					}
+				if e.Type == "m.room.message" && e.Auth[len(e.Auth)-1] != member[string(e.Sender)] {
+					t.Errorf("message %d: last auth event is not the sender's newest member event", i)
 				}
+				if e.Type == "m.room.member" {
+					if prev, ok := member[*e.StateKey]; ok {
+						renames++
+						if e.Auth[len(e.Auth)-1] != prev {
+							t.Errorf("rename %d: last auth event is not the member event it replaces", i)
+						}
+					}
+					member[*e.StateKey] = e.ID
+				}
+			}
+			if (renames > 0) != (tc.renames > 0) {
+				t.Errorf("%d renames at rate %v", renames, tc.renames)
 			}
 			if len(origins) != len(DefaultOrigins) {
 				t.Errorf("events signed by %v, want all of %v", origins, DefaultOrigins)
