@@ -144,8 +144,10 @@ func loadSigningKey(path string) (*mfed.SigningKey, error) {
 	return nil, fmt.Errorf("signing key %s: the file holds no key (make one with `roomsync keygen`)", path)
 }
 
-// keyVersion is the spec's grammar of a key version, the part of a key ID after "ed25519:".
-var keyVersion = regexp.MustCompile(`^[A-Za-z0-9_]+$`)
+// keyVersion is the grammar of a key version, the part of a key ID after "ed25519:": the
+// spec's letters, digits and _, and also -, which mautrix-made keys (roomsync keygen before
+// it used the spec's grammar) hold and which Synapse and Dendrite accept.
+var keyVersion = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
 
 // parseSigningKey reads a Synapse key line, `ed25519 VERSION SEED`. Every part is checked
 // here: mautrix's parser hands a seed of the wrong length to ed25519.NewKeyFromSeed, which
@@ -161,7 +163,7 @@ func parseSigningKey(line string) (*mfed.SigningKey, error) {
 		return nil, fmt.Errorf("algorithm %q is not supported, only ed25519", alg)
 	}
 	if !keyVersion.MatchString(version) {
-		return nil, fmt.Errorf("key version %q may hold only letters, digits and _", version)
+		return nil, fmt.Errorf("key version %q may hold only letters, digits, _ and -", version)
 	}
 	// Synapse writes the seed unpadded and reads it either way.
 	seed64 = strings.TrimRight(seed64, "=")

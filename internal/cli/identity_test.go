@@ -72,7 +72,7 @@ func TestParseSigningKey(t *testing.T) {
 		{"missing seed", "ed25519 " + version, "2 fields, want `ed25519 VERSION SEED`"},
 		{"bare algorithm", "ed25519", "1 fields"},
 		{"extra field", goodLine + " more", "4 fields"},
-		{"bad version", "ed25519 a:x " + seed, `key version "a:x" may hold only letters, digits and _`},
+		{"bad version", "ed25519 a:x " + seed, `key version "a:x" may hold only letters, digits, _ and -`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
