@@ -55,6 +55,8 @@ func TestDecide(t *testing.T) {
 		wantMessage string
 		// wantAfter bounds the requeue: [min, max].
 		wantAfter [2]time.Duration
+		// join is spec.membership.join (IfNeeded when empty).
+		join roomsyncv1alpha1.JoinPolicy
 	}{
 		{
 			name:        "all converged: Ready, back at the interval",
@@ -105,6 +107,25 @@ func TestDecide(t *testing.T) {
 			wantAfter:   [2]time.Duration{27 * time.Second, 33 * time.Second},
 		},
 		{
+			name:        "a join that failed: JoinFailed, with the reason, back at interval/5",
+			rooms:       []roomsyncv1alpha1.RoomStatus{{ID: "!a", Gaps: 1, Membership: resolver.MembershipJoinFailed, MembershipReason: "b: 403 M_FORBIDDEN"}},
+			results:     []resolver.RoomResult{{RoomID: "!a", PeersAnswered: 1}},
+			peers:       healthy,
+			want:        conditions{ready: "False/" + roomsyncv1alpha1.ReasonJoinFailed, reconciling: "True/" + roomsyncv1alpha1.ReasonJoinFailed},
+			wantMessage: "0 of 1 rooms converged, 1 gaps left; joining !a failed: b: 403 M_FORBIDDEN",
+			wantAfter:   [2]time.Duration{54 * time.Second, 66 * time.Second},
+		},
+		{
+			name:        "refused as a non-member with joining off: NotAMember, back at the interval",
+			rooms:       []roomsyncv1alpha1.RoomStatus{{ID: "!a", Membership: resolver.MembershipNotJoined, MembershipReason: "refused as a non-member: b: 403"}},
+			results:     []resolver.RoomResult{{RoomID: "!a", PeersAnswered: 1}},
+			peers:       healthy,
+			join:        roomsyncv1alpha1.JoinNever,
+			want:        conditions{ready: "False/" + roomsyncv1alpha1.ReasonNotAMember, reconciling: "True/" + roomsyncv1alpha1.ReasonNotAMember},
+			wantMessage: "0 of 1 rooms converged, 0 gaps left; !a: refused as a non-member: b: 403, and spec.membership.join is Never",
+			wantAfter:   [2]time.Duration{4 * time.Minute, 6 * time.Minute},
+		},
+		{
 			name:        "nothing new, unfillable gaps: GapUnfillable, back at interval/5",
 			rooms:       []roomsyncv1alpha1.RoomStatus{{ID: "!a", Gaps: 2, Unfillable: 2}},
 			results:     []resolver.RoomResult{{RoomID: "!a", PeersAnswered: 2}},
@@ -135,6 +156,9 @@ func TestDecide(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			obj := &roomsyncv1alpha1.RoomSync{Spec: roomsyncv1alpha1.RoomSyncSpec{Interval: &metav1.Duration{Duration: 5 * time.Minute}}}
+			if tc.join != "" {
+				obj.Spec.Membership = &roomsyncv1alpha1.Membership{Join: tc.join}
+			}
 			obj.Status.Rooms = tc.rooms
 			obj.Status.Summary = summarize(tc.rooms)
 			v, err := decide(obj, tc.results, tc.peers)

@@ -80,10 +80,14 @@ func applyResults(obj *roomsyncv1alpha1.RoomSync, results []resolver.RoomResult,
 			st.LatestDepth = r.Room.MaxDepth
 			st.Gaps = int64(r.Gaps + len(r.UnknownHeads))
 			st.Unfillable = int64(r.Unfillable)
+			st.Redacted = r.Room.Redacted
 			st.WaitingFor = nil
 			for _, w := range r.WaitingFor[:min(len(r.WaitingFor), maxWaitingFor)] {
 				st.WaitingFor = append(st.WaitingFor, truncate(w, 256))
 			}
+		}
+		if r.Membership != "" {
+			st.Membership, st.MembershipReason = r.Membership, truncate(r.MembershipReason, 512)
 		}
 		st.Converged = r.Converged
 		st.LastSyncTime = &now

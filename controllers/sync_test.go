@@ -16,6 +16,7 @@ import (
 
 	roomsyncv1alpha1 "github.com/roomsync/roomsync/api/v1alpha1"
 	"github.com/roomsync/roomsync/internal/fixturepeer"
+	"github.com/roomsync/roomsync/resolver"
 )
 
 // These tests run the manager's full loop — reconcile, resolver, store, status — against
@@ -305,4 +306,40 @@ func scrape(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return string(body)
+}
+
+// TestMembershipAgainstASynapseLikePeer: a peer that refuses non-members. IfNeeded (the
+// default) joins and converges, and says Joined; Never says NotAMember with the refusal.
+func TestMembershipAgainstASynapseLikePeer(t *testing.T) {
+	room := fixturepeer.MustGenerate(t, fixturepeer.RoomOptions{Seed: 27, Events: 300})
+	peer := fixturepeer.StartSynapseLike(t, room)
+	ns := newNamespace(t)
+
+	joins := fixtureRoomSync(ns, "joins", room, peer)
+	if err := k8sClient.Create(context.Background(), joins); err != nil {
+		t.Fatal(err)
+	}
+	got := waitForCondition(t, client.ObjectKeyFromObject(joins), roomsyncv1alpha1.ReadyCondition, metav1.ConditionTrue, roomsyncv1alpha1.ReasonConverged)
+	if st := got.Status.Rooms[0]; st.Membership != resolver.MembershipJoined || st.Events != int64(len(room.Events))+1 {
+		t.Errorf("room status %+v; want joined, the room's events and our join", st)
+	}
+	if !peer.Joined(operatorServer) {
+		t.Error("the peer did not see our join")
+	}
+
+	// Another room on a fresh peer, with joining off.
+	other := fixturepeer.MustGenerate(t, fixturepeer.RoomOptions{Seed: 28, Events: 100})
+	refusing := fixturepeer.StartSynapseLike(t, other)
+	never := fixtureRoomSync(ns, "never", other, refusing)
+	never.Spec.Membership = &roomsyncv1alpha1.Membership{Join: roomsyncv1alpha1.JoinNever}
+	if err := k8sClient.Create(context.Background(), never); err != nil {
+		t.Fatal(err)
+	}
+	got = waitForCondition(t, client.ObjectKeyFromObject(never), roomsyncv1alpha1.ReadyCondition, metav1.ConditionFalse, roomsyncv1alpha1.ReasonNotAMember)
+	if st := got.Status.Rooms[0]; st.Membership != resolver.MembershipNotJoined || !strings.Contains(st.MembershipReason, fixturepeer.ErrHostNotInRoom) {
+		t.Errorf("room status %+v; want not joined, with the peer's refusal", st)
+	}
+	if refusing.Joined(operatorServer) || refusing.Count(fixturepeer.EndpointSendJoin) != 0 {
+		t.Error("joined with the policy Never")
+	}
 }

@@ -28,7 +28,7 @@ type Syncer struct {
 	// InsecureSkipTLSVerify skips certificate checks for every peer, whatever its RoomSync
 	// says.
 	InsecureSkipTLSVerify bool
-	// JoinUser is the localpart named in make_join requests (which join nothing).
+	// JoinUser is the localpart of our user where a RoomSync names none.
 	JoinUser string
 	// RoomConcurrency bounds the rooms of one RoomSync synced at once.
 	RoomConcurrency int
@@ -74,13 +74,18 @@ func (s *Syncer) resolverFor(obj *roomsyncv1alpha1.RoomSync) (*resolver.Resolver
 	if s.Metrics != nil {
 		observer = s.Metrics.Observer()
 	}
+	join, joinUser := joinPolicyOf(obj.Spec.Membership), s.JoinUser
+	if m := obj.Spec.Membership; m != nil && m.User != "" {
+		joinUser = m.User
+	}
 	res, err := resolver.Open(resolver.Setup{
 		Store:                s.Store,
 		ServerName:           s.ServerName,
 		Key:                  s.Key,
 		Peers:                peers,
 		AllowPrivateNetworks: s.AllowPrivateNetworks,
-		JoinUser:             s.JoinUser,
+		JoinUser:             joinUser,
+		Join:                 join,
 		Limits:               limitsOf(obj.Spec.Limits),
 		Observer:             observer,
 		Log:                  s.Log.WithValues("roomsync", key.String()),
@@ -152,6 +157,21 @@ func roomsBySyncAge(obj *roomsyncv1alpha1.RoomSync) []string {
 	}
 	slices.SortStableFunc(rooms, func(a, b string) int { return last[a].Compare(last[b]) })
 	return rooms
+}
+
+// joinPolicyOf maps spec.membership.join to the resolver's policy; IfNeeded is the default.
+func joinPolicyOf(m *roomsyncv1alpha1.Membership) resolver.JoinPolicy {
+	if m == nil {
+		return resolver.JoinIfNeeded
+	}
+	switch m.Join {
+	case roomsyncv1alpha1.JoinNever:
+		return resolver.JoinNever
+	case roomsyncv1alpha1.JoinAlways:
+		return resolver.JoinAlways
+	default:
+		return resolver.JoinIfNeeded
+	}
 }
 
 func limitsOf(l *roomsyncv1alpha1.SyncLimits) resolver.Limits {

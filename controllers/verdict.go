@@ -103,6 +103,21 @@ func decide(obj *roomsyncv1alpha1.RoomSync, results []resolver.RoomResult, peers
 		return verdict{}, noPeerAnswered(results, peers, interval)
 	}
 	msg := fmt.Sprintf("%d of %d rooms converged, %d gaps left", s.ConvergedRooms, s.Rooms, s.Gaps)
+	// A room we could not join, or were refused as a non-member with joining off, says so
+	// first: no pass fixes that by itself.
+	for _, room := range obj.Status.Rooms {
+		if room.Converged {
+			continue
+		}
+		switch {
+		case room.Membership == resolver.MembershipJoinFailed:
+			return verdict{Reconciling: true, Reason: roomsyncv1alpha1.ReasonJoinFailed, RequeueAfter: jitter(min(interval/5, 5*time.Minute)),
+				Message: fmt.Sprintf("%s; joining %s failed: %s", msg, room.ID, room.MembershipReason)}, nil
+		case room.Membership == resolver.MembershipNotJoined && room.MembershipReason != "" && joinPolicyOf(obj.Spec.Membership) == resolver.JoinNever:
+			return verdict{Reconciling: true, Reason: roomsyncv1alpha1.ReasonNotAMember, RequeueAfter: jitter(interval),
+				Message: fmt.Sprintf("%s; %s: %s, and spec.membership.join is Never", msg, room.ID, room.MembershipReason)}, nil
+		}
+	}
 	if waiting := waitingFor(obj.Status.Rooms); waiting != "" {
 		msg += "; waiting for " + waiting
 	}

@@ -51,7 +51,11 @@ type pass struct {
 	// the server whose key it was: a gap on them waits for that key.
 	keyWaits map[string]string
 
-	// mu guards the request counters of res, which concurrent head requests update.
+	// refusals are the history requests refused to us as a non-member ("peer: 403 …").
+	refusals []string
+
+	// mu guards the request counters of res and refusals, which concurrent head requests
+	// update.
 	mu sync.Mutex
 }
 
@@ -93,6 +97,37 @@ func (p *pass) run(ctx context.Context) error {
 		return errNoRoomVersion
 	}
 
+	// With the Always policy, join before pulling: what we pull is then what a member sees.
+	if _, err := p.maybeJoin(ctx); err != nil {
+		return err
+	}
+	if err := p.pull(ctx, heads, oldForward); err != nil {
+		return err
+	}
+	// IfNeeded: a refusal, or redacted copies, call for a join; then what was refused or
+	// stripped is asked for again.
+	joined, err := p.maybeJoin(ctx)
+	if err != nil {
+		return err
+	}
+	if joined {
+		if err := p.pull(ctx, heads, oldForward); err != nil {
+			return err
+		}
+	}
+	if err := p.membershipStatus(ctx); err != nil {
+		return err
+	}
+	if p.res.Membership == store.MembershipJoined && !p.r.redactedDone(p.roomID) {
+		if err := p.refetchRedacted(ctx); err != nil {
+			return err
+		}
+	}
+	return p.summarize(ctx, heads)
+}
+
+// pull fetches the heads we lack, closes the forward gap to them, and backfills.
+func (p *pass) pull(ctx context.Context, heads, oldForward []string) error {
 	unknown, err := p.missing(ctx, heads)
 	if err != nil {
 		return err
@@ -101,16 +136,55 @@ func (p *pass) run(ctx context.Context) error {
 		if err := p.fetchEvents(ctx, unknown); err != nil {
 			return err
 		}
+		// Refused as a non-member: join before pulling anything more. Dendrite, once it has
+		// served a non-member redacted copies, keeps serving its cached redacted copies to
+		// the member we become.
+		if len(p.refusals) > 0 {
+			if _, err := p.maybeJoin(ctx); err != nil {
+				return err
+			}
+		}
+		// A head /event would not give (Dendrite refuses a non-member an event of a room
+		// with shared history) may still come with /backfill, which answers with the events
+		// asked from, redacted where we may not see them.
+		if err := p.backfillFrom(ctx, unknown); err != nil {
+			return err
+		}
 		if len(oldForward) > 0 && p.budget > 0 {
 			if err := p.closeForwardGap(ctx, oldForward, unknown); err != nil {
 				return err
 			}
 		}
 	}
-	if err := p.backfill(ctx); err != nil {
+	return p.backfill(ctx)
+}
+
+// backfillFrom asks the peers, in turn, for the events of ids the store still lacks with
+// /backfill from them, until none is missing.
+func (p *pass) backfillFrom(ctx context.Context, ids []string) error {
+	want, err := p.missing(ctx, ids)
+	if err != nil {
 		return err
 	}
-	return p.summarize(ctx, heads)
+	limit := min(p.r.cfg.Limits.BackfillLimit, max(p.budget, 1))
+	for _, peer := range p.r.cfg.Peers.Available("backfill") {
+		if len(want) == 0 || ctx.Err() != nil || p.requestsLeft() <= 0 {
+			return nil
+		}
+		raws, err := ask(ctx, p, peer, "backfill", func(ctx context.Context) ([]json.RawMessage, error) {
+			return p.r.cfg.Client.Backfill(ctx, peer, p.roomID, want, limit)
+		})
+		if err != nil {
+			continue
+		}
+		if _, _, err := p.accept(ctx, peer, "backfill", raws, nil); err != nil {
+			return err
+		}
+		if want, err = p.missing(ctx, want); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // discoverHeads asks every available peer, all at once so that a slow peer costs one timeout
@@ -163,7 +237,7 @@ func (p *pass) peerHeads(ctx context.Context, peer string, tryJoin bool) (a head
 	if tryJoin {
 		template, err := ask(ctx, p, peer, "make_join", func(ctx context.Context) (joinTemplate, error) {
 			version, heads, err := p.r.cfg.Client.JoinTemplate(ctx, peer, p.roomID, p.r.cfg.JoinUserID, supportedRoomVersions)
-			return joinTemplate{version, heads}, err
+			return joinTemplate{version: version, heads: heads}, err
 		})
 		if err == nil {
 			// A peer cannot make us fetch without bound: a healthy room has a few extremities.
@@ -187,6 +261,7 @@ func (p *pass) peerHeads(ctx context.Context, peer string, tryJoin bool) (a head
 type joinTemplate struct {
 	version string
 	heads   []string
+	raw     json.RawMessage
 }
 
 // versionFromCreateEvent finds the room version where no peer gave it with make_join: it
@@ -528,6 +603,9 @@ func ask[T any](ctx context.Context, p *pass, peer, endpoint string, do func(con
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.res.Requests++
+	if outcome == federation.OutcomeForbidden && historyEndpoints[endpoint] {
+		p.refusals = append(p.refusals, fmt.Sprintf("%s: %s", peer, err))
+	}
 	if err != nil {
 		p.res.Err = fmt.Errorf("%s from %s: %w", endpoint, peer, err)
 		p.log.V(1).Info("Federation request failed", "peer", peer, "endpoint", endpoint, "outcome", string(outcome), "error", err.Error())

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	mfed "maunium.net/go/mautrix/federation"
 
 	"github.com/roomsync/roomsync/resolver/federation"
 	"github.com/roomsync/roomsync/store"
@@ -98,9 +99,14 @@ type Config struct {
 	// Keys fetches origin servers' verify keys (federation.KeyRing.Key).
 	Keys  KeyFunc
 	Peers *PeerSet
-	// JoinUserID is the user named in make_join requests, which find a peer's heads and the
-	// room version without joining: a user of our server name.
+	// JoinUserID is our user in make_join requests (which also find a peer's heads and the
+	// room version without joining) and in joins: a user of ServerName.
 	JoinUserID string
+	// Join is the membership policy (JoinNever when empty).
+	Join JoinPolicy
+	// ServerName and SigningKey sign our join events.
+	ServerName string
+	SigningKey *mfed.SigningKey
 	Limits     Limits
 	Observer   Observer
 	Log        logr.Logger
@@ -113,6 +119,36 @@ type Config struct {
 // Resolver syncs rooms. It is safe for concurrent use by several rooms.
 type Resolver struct {
 	cfg Config
+
+	// redacted is, per room, how far the redacted copies were fetched again after a join.
+	mu       sync.Mutex
+	redacted map[string]redactedProgress
+}
+
+type redactedProgress struct {
+	after *store.Position
+	done  bool
+}
+
+func (r *Resolver) redactedCursor(roomID string) *store.Position {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.redacted[roomID].after
+}
+
+func (r *Resolver) redactedDone(roomID string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.redacted[roomID].done
+}
+
+func (r *Resolver) setRedactedCursor(roomID string, after *store.Position, done bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.redacted == nil {
+		r.redacted = map[string]redactedProgress{}
+	}
+	r.redacted[roomID] = redactedProgress{after: after, done: done}
 }
 
 // New checks the configuration and builds a Resolver.
@@ -128,6 +164,8 @@ func New(cfg Config) (*Resolver, error) {
 		return nil, errors.New("resolver: no peers")
 	case cfg.JoinUserID == "":
 		return nil, errors.New("resolver: no user ID for make_join")
+	case cfg.Join != "" && cfg.Join != JoinNever && (cfg.ServerName == "" || cfg.SigningKey == nil):
+		return nil, errors.New("resolver: joining needs our server name and signing key")
 	}
 	cfg.Limits = cfg.Limits.withDefaults()
 	if cfg.Observer == nil {
@@ -161,6 +199,11 @@ type RoomResult struct {
 	UnknownHeads []string
 	// Gaps is the number of backward extremities within the history bound.
 	Gaps int
+	// Membership is our user's membership of the room: MembershipJoined,
+	// MembershipJoinFailed, MembershipLeft or MembershipNotJoined.
+	Membership string
+	// MembershipReason says why a join failed, or what refused us as a non-member.
+	MembershipReason string
 	// Unfillable is how many of those every peer answered for and none could fill at the
 	// last attempt.
 	Unfillable int

@@ -33,9 +33,11 @@ type Setup struct {
 	Peers []Peer
 	// AllowPrivateNetworks lets server discovery delegate to loopback and private addresses.
 	AllowPrivateNetworks bool
-	// JoinUser is the localpart of the user named in make_join requests ("roomsync" when
+	// JoinUser is the localpart of our user in make_join requests and joins ("roomsync" when
 	// empty).
-	JoinUser  string
+	JoinUser string
+	// Join is the membership policy (JoinNever when empty).
+	Join      JoinPolicy
 	Limits    Limits
 	Observer  Observer
 	Log       logr.Logger
@@ -81,13 +83,17 @@ func Open(s Setup) (*Resolver, error) {
 	peers := NewPeerSet(names)
 	keys := federation.NewKeyRing(client, peers.Reachable).
 		WithKeyStore(KeyStoreOf(s.Store)).
-		WithRetryAfterRecovery(peers.RetrySince)
+		WithRetryAfterRecovery(peers.RetrySince).
+		WithOwnKey(s.ServerName, s.Key)
 	r, err := New(Config{
 		Store:      s.Store,
 		Client:     client,
 		Keys:       keys.Key,
 		Peers:      peers,
 		JoinUserID: "@" + joinUser + ":" + s.ServerName,
+		Join:       s.Join,
+		ServerName: s.ServerName,
+		SigningKey: s.Key,
 		Limits:     s.Limits,
 		Observer:   s.Observer,
 		Log:        s.Log,

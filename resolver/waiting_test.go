@@ -135,7 +135,11 @@ func waitUntilReachable(t *testing.T, peers *resolver.PeerSet, name string) {
 // each failure, and its make_join answers do not reset that: passes in between do not ask.
 func TestFailingEndpointBacksOffAcrossPasses(t *testing.T) {
 	room := fixturepeer.MustGenerate(t, fixturepeer.RoomOptions{Seed: 23, Events: 50, Linear: true})
-	peer := fixturepeer.Start(t, room, fixturepeer.WithFaults(fixturepeer.Fault{Kind: fixturepeer.FaultError, Endpoint: fixturepeer.EndpointEvent, Status: 500}))
+	// /backfill answers that it has nothing (an answer, not a failure), or it would bring the
+	// head that /event does not.
+	peer := fixturepeer.Start(t, room, fixturepeer.WithFaults(
+		fixturepeer.Fault{Kind: fixturepeer.FaultError, Endpoint: fixturepeer.EndpointEvent, Status: 500},
+		fixturepeer.Fault{Kind: fixturepeer.FaultError, Endpoint: fixturepeer.EndpointBackfill, Status: 404, ErrCode: "M_NOT_FOUND"}))
 	h := newHarness(t, room, []*fixturepeer.Peer{peer})
 	var waits []time.Duration
 	for pass := 1; pass <= 3; pass++ {

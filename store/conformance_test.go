@@ -37,6 +37,7 @@ func runConformance(t *testing.T, newURL func(testing.TB) string) {
 		{"AttemptBookkeeping", testAttemptBookkeeping},
 		{"Rooms", testRooms},
 		{"ReopenAndConcurrentOpen", testReopen},
+		{"Membership", testMembership},
 	} {
 		t.Run(c.name, func(t *testing.T) { c.run(t, newURL) })
 	}

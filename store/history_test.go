@@ -28,6 +28,8 @@ func TestChildTimestamps(t *testing.T) {
 			for _, stmt := range []string{
 				`ALTER TABLE backward_extremities DROP COLUMN max_child_ts`,
 				`DROP TABLE server_keys`,
+				`DROP TABLE memberships`,
+				`DROP INDEX events_room_redacted`,
 				`DELETE FROM schema_migrations WHERE version >= 2`,
 			} {
 				if _, err := s.(*sqlStore).wdb.ExecContext(ctx, stmt); err != nil {

@@ -115,6 +115,25 @@ var migrations = []migration{
 			)`,
 		},
 	},
+	{
+		version: 4,
+		name:    "our membership of rooms",
+		statements: []string{
+			// What roomsync's own users did in each room (joined, failed to join, left), as
+			// the resolver did it: the membership policy acts on it, and status reports it.
+			`CREATE TABLE memberships (
+				room_id    TEXT NOT NULL,
+				user_id    TEXT NOT NULL,
+				membership TEXT NOT NULL,
+				reason     TEXT NOT NULL DEFAULT '',
+				event_id   TEXT NOT NULL DEFAULT '',
+				updated_at BIGINT NOT NULL,
+				PRIMARY KEY (room_id, user_id)
+			)`,
+			// The redacted copies of a room, for fetching them again in full after a join.
+			`CREATE INDEX events_room_redacted ON events (room_id, redacted, depth, event_id)`,
+		},
+	},
 }
 
 // migrate applies the migrations the database lacks, all in one transaction: DDL is

@@ -159,6 +159,16 @@ type Store interface {
 	// for the sync loop.
 	CheckConsistency(ctx context.Context, roomID string) error
 
+	// SetMembership records what one of our users did in a room (joined, failed to join,
+	// left), replacing what was recorded before.
+	SetMembership(ctx context.Context, m Membership) error
+	// Membership returns the recorded membership of our user in the room, or ErrNotFound.
+	Membership(ctx context.Context, roomID, userID string) (Membership, error)
+	// RedactedEvents returns the positions of up to limit events of the room held only in
+	// redacted form, in topological order, strictly after the position after (nil: from the
+	// start): what to fetch again once we may see them.
+	RedactedEvents(ctx context.Context, roomID string, after *Position, limit int) ([]Position, error)
+
 	// SaveServerKeys records verified server keys. A key already recorded keeps the later
 	// of the two validities; a different key under an ID already recorded is ignored (key
 	// IDs name keys, so a second key under one ID is a lie or a mistake).

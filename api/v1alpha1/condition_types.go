@@ -27,6 +27,10 @@ const (
 	ReasonGapUnfillable = "GapUnfillable"
 	// ReasonInvalidSpec: the spec is wrong in a way the schema cannot catch.
 	ReasonInvalidSpec = "InvalidSpec"
+	// ReasonJoinFailed: a room needed joining and the join failed.
+	ReasonJoinFailed = "JoinFailed"
+	// ReasonNotAMember: a peer refused us as a non-member and spec.membership.join is Never.
+	ReasonNotAMember = "NotAMember"
 	// ReasonSuspended: spec.suspend is true; nothing is pulled.
 	ReasonSuspended = "Suspended"
 )

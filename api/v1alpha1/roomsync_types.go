@@ -41,6 +41,13 @@ type RoomSyncSpec struct {
 	// +kubebuilder:default={backfillLimit: 100, missingEventsLimit: 50, maxEventsPerReconcile: 10000}
 	Limits *SyncLimits `json:"limits,omitempty"`
 
+	// Membership says whether roomsync joins the rooms, and as whom. Synapse shows a room's
+	// history only to servers in the room, and Dendrite shows a non-member's copy with the
+	// content of events it may not see stripped: joining is how a replica gets it all.
+	// +optional
+	// +kubebuilder:default={join: "IfNeeded"}
+	Membership *Membership `json:"membership,omitempty"`
+
 	// Interval between two sync passes of a converged RoomSync, as a Go duration such as
 	// `30s`, `5m` or `1h`. At least 10s. Unconverged RoomSyncs are retried sooner.
 	// +optional
@@ -102,6 +109,39 @@ type Peer struct {
 	// plain http:// url.
 	// +optional
 	InsecureSkipTLSVerify bool `json:"insecureSkipTLSVerify,omitempty"`
+}
+
+// JoinPolicy says when roomsync joins a room it replicates.
+// +kubebuilder:validation:Enum=Never;IfNeeded;Always
+type JoinPolicy string
+
+const (
+	// JoinNever pulls as a non-member: Synapse refuses, Dendrite strips what a non-member may
+	// not see.
+	JoinNever JoinPolicy = "Never"
+	// JoinIfNeeded joins when a peer refuses us as a non-member (403 on a history endpoint)
+	// or serves redacted copies of events that exist in full.
+	JoinIfNeeded JoinPolicy = "IfNeeded"
+	// JoinAlways joins every room at its first pass.
+	JoinAlways JoinPolicy = "Always"
+)
+
+// Membership says whether roomsync joins the rooms, and as whom.
+type Membership struct {
+	// Join is `Never`, `IfNeeded` (the default) or `Always`.
+	// +optional
+	// +kubebuilder:default=IfNeeded
+	Join JoinPolicy `json:"join,omitempty"`
+
+	// User is the localpart of the user that joins: `roomsync` makes
+	// `@roomsync:<the operator's server name>`. (Pattern and length: rules.go's
+	// UserLocalpartPattern and UserLocalpartMaxLength.)
+	// +optional
+	// +kubebuilder:default=roomsync
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=64
+	// +kubebuilder:validation:Pattern=`^[a-z0-9._=/+-]+$`
+	User string `json:"user,omitempty"`
 }
 
 // HistoryMode says how far back a room is replicated.
@@ -245,6 +285,18 @@ type RoomStatus struct {
 	// LastSyncTime is when the last sync pass of this room ended.
 	// +optional
 	LastSyncTime *metav1.Time `json:"lastSyncTime,omitempty"`
+	// Membership is our user's membership of the room: `Joined`, `NotJoined`, `JoinFailed`
+	// (with membershipReason) or `Left`.
+	// +optional
+	// +kubebuilder:validation:Enum=Joined;NotJoined;JoinFailed;Left
+	Membership string `json:"membership,omitempty"`
+	// MembershipReason says why a join failed, or why a peer refused us as a non-member.
+	// +optional
+	MembershipReason string `json:"membershipReason,omitempty"`
+	// Redacted is the number of events held only in redacted form (the copy a non-member
+	// was shown).
+	// +optional
+	Redacted int64 `json:"redacted,omitempty"`
 	// LastError is the last error of a sync pass of this room, empty after a clean pass.
 	// +optional
 	LastError string `json:"lastError,omitempty"`

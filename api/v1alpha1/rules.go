@@ -32,6 +32,11 @@ const (
 	PeerURLPattern   = `^https?://`
 	PeerURLMaxLength = 2048
 
+	// UserLocalpartPattern is the localpart of a user ID as the spec allows new ones to be
+	// made; UserLocalpartMaxLength keeps a user ID well under the spec's 255 bytes.
+	UserLocalpartPattern   = `^[a-z0-9._=/+-]+$`
+	UserLocalpartMaxLength = 64
+
 	// InsecurePlainHTTPMessage refuses insecureSkipTLSVerify with an http:// url: a setting
 	// that cannot apply is refused rather than ignored, lest the user believe it does.
 	InsecurePlainHTTPMessage = "insecureSkipTLSVerify applies only to TLS: url is plain http"
@@ -42,7 +47,17 @@ var (
 	serverNameRE = regexp.MustCompile(ServerNamePattern)
 	peerURLRE    = regexp.MustCompile(PeerURLPattern)
 	portSuffixRE = regexp.MustCompile(`:[0-9]+$`)
+	localpartRE  = regexp.MustCompile(UserLocalpartPattern)
 )
+
+// ValidateUserLocalpart checks the localpart of our joining user (spec.membership.user,
+// --join-user).
+func ValidateUserLocalpart(localpart string) error {
+	if localpart == "" || len(localpart) > UserLocalpartMaxLength || !localpartRE.MatchString(localpart) {
+		return fmt.Errorf("%q is not a user localpart (1 to %d of a-z, 0-9, and ._=/+-)", shorten(localpart), UserLocalpartMaxLength)
+	}
+	return nil
+}
 
 // ValidateRoomID applies the schema of rooms[].id.
 func ValidateRoomID(id string) error {

@@ -60,6 +60,7 @@ func TestRulesMatchCRD(t *testing.T) {
 		}
 		return "no rule with " + s
 	}
+	user := spec.Properties["membership"].Properties["user"]
 	maxPort := strconv.Itoa(roomsyncv1alpha1.ServerNameMaxPort)
 	cases := []struct {
 		field, got, want string
@@ -75,6 +76,8 @@ func TestRulesMatchCRD(t *testing.T) {
 		{"peers[].url maxLength", length(peerURL.MaxLength), strconv.Itoa(roomsyncv1alpha1.PeerURLMaxLength)},
 		{"peers[].url port rule", rulesMention(peerURL.XValidations, "<= "+maxPort), "<= " + maxPort},
 		{"peers[] TLS rule", rulesMention(peer.XValidations, roomsyncv1alpha1.InsecurePlainHTTPMessage), roomsyncv1alpha1.InsecurePlainHTTPMessage},
+		{"membership.user pattern", user.Pattern, roomsyncv1alpha1.UserLocalpartPattern},
+		{"membership.user maxLength", length(user.MaxLength), strconv.Itoa(roomsyncv1alpha1.UserLocalpartMaxLength)},
 	}
 	for _, tc := range cases {
 		if tc.got != tc.want {

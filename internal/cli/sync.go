@@ -15,6 +15,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/funcr"
 
+	roomsyncv1alpha1 "github.com/roomsync/roomsync/api/v1alpha1"
 	"github.com/roomsync/roomsync/resolver"
 	"github.com/roomsync/roomsync/store"
 )
@@ -66,8 +67,8 @@ func (o *syncOptions) bind(fs *flag.FlagSet) {
 	o.identityOptions.bind(fs)
 	fs.Var(&o.peers, "peer", "A peer to pull from, as NAME or NAME=URL (URL skips discovery); repeat for more, in order of preference.")
 	fs.Var(&o.rooms, "room", "A room ID to sync; repeat for more.")
-	fs.StringVar(&o.join, "join", "never", "Membership policy: never (pull as a non-member). if-needed and always come with federation membership.")
-	fs.StringVar(&o.joinUser, "join-user", "roomsync", "Localpart of the user named in make_join requests (which join nothing).")
+	fs.StringVar(&o.join, "join", string(resolver.JoinIfNeeded), "Membership policy: never (pull as a non-member: Synapse refuses, Dendrite strips), if-needed (join when a peer refuses us or strips events), always.")
+	fs.StringVar(&o.joinUser, "join-user", "roomsync", "Localpart of our user in joins and make_join requests: @LOCALPART:<server name>.")
 	fs.Int64Var(&o.minDepth, "min-depth", 0, "Lowest event depth to fetch; 0 fetches back to m.room.create.")
 	fs.Var(&o.since, "since", "Oldest time to fetch, RFC 3339 (2026-01-02T15:04:05Z); unset fetches back to m.room.create.")
 	fs.IntVar(&o.limits.BackfillLimit, "backfill-limit", 100, "limit of each /backfill request.")
@@ -106,8 +107,13 @@ func (o *syncOptions) validate() error {
 		}
 		seen[room] = true
 	}
-	if o.join != "never" {
-		errs = append(errs, fmt.Errorf("--join %s: only never is available in this version", o.join))
+	switch resolver.JoinPolicy(o.join) {
+	case resolver.JoinNever, resolver.JoinIfNeeded, resolver.JoinAlways:
+	default:
+		errs = append(errs, fmt.Errorf("--join %q: want never, if-needed or always", o.join))
+	}
+	if err := roomsyncv1alpha1.ValidateUserLocalpart(o.joinUser); err != nil {
+		errs = append(errs, fmt.Errorf("--join-user: %w", err))
 	}
 	switch {
 	case o.minDepth < 0:
@@ -196,6 +202,7 @@ func runSync(args []string, stdout, stderr io.Writer) int {
 		Peers:                peers,
 		AllowPrivateNetworks: opts.allowPrivateNetworks,
 		JoinUser:             opts.joinUser,
+		Join:                 resolver.JoinPolicy(opts.join),
 		Limits:               opts.limits,
 		Log:                  log,
 		UserAgent:            "roomsync/" + Version,
@@ -237,6 +244,15 @@ func syncUntilConverged(ctx context.Context, res *resolver.Resolver, opts *syncO
 			}
 			line := fmt.Sprintf("roomsync: pass %d: %s: %s, +%d events (%d stored, %d gaps, %d unfillable, %d unknown heads), %d requests",
 				passNo, r.RoomID, status, r.Stored, r.Room.Events, r.Gaps, r.Unfillable, len(r.UnknownHeads), r.Requests)
+			if r.Room.Redacted > 0 {
+				line += fmt.Sprintf("; %d events held redacted (as shown to a non-member)", r.Room.Redacted)
+			}
+			if r.Membership != "" && r.Membership != resolver.MembershipNotJoined || r.MembershipReason != "" {
+				line += "; membership " + r.Membership
+				if r.MembershipReason != "" {
+					line += ": " + r.MembershipReason
+				}
+			}
 			if len(r.WaitingFor) > 0 {
 				line += "; waiting for " + strings.Join(r.WaitingFor, "; ")
 			}

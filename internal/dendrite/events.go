@@ -2,6 +2,7 @@ package dendrite
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -122,4 +123,25 @@ func nextFrom(end string) string {
 		D, P = d+1, p-1000
 	}
 	return fmt.Sprintf("t%d_%d", D, P-1)
+}
+
+// JoinedMembers lists the room's joined members as the Dendrite in Dir sees them, read
+// through its client API as user (DefaultUser when empty), who must be in the room.
+func (p *Peer) JoinedMembers(ctx context.Context, room, user string) ([]string, error) {
+	c, err := p.Login(ctx, user)
+	if err != nil {
+		return nil, fmt.Errorf("members of %s on %s: %w", room, p.Dir, err)
+	}
+	var resp struct {
+		Joined map[string]json.RawMessage `json:"joined"`
+	}
+	if err := c.do(ctx, http.MethodGet, roomPath(room)+"/joined_members", nil, &resp); err != nil {
+		return nil, fmt.Errorf("members of %s on %s: %w", room, p.Dir, err)
+	}
+	members := make([]string, 0, len(resp.Joined))
+	for m := range resp.Joined {
+		members = append(members, m)
+	}
+	sort.Strings(members)
+	return members, nil
 }

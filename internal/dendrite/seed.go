@@ -22,12 +22,15 @@ type SeedOptions struct {
 	Count, Parallel int
 	// RoomVersion of a created room (default "11").
 	RoomVersion string
+	// History is a created room's history_visibility (default "world_readable", which
+	// non-members may read over federation; "shared" shows history to members only).
+	History string
 	// Wait bounds the wait until /messages shows every sent event (default 2 min).
 	Wait time.Duration
 }
 
 // ParseSeedArgs reads the flags hack/dendrite.sh seed takes after its positional arguments:
-// --room ROOM_ID, --join-from SERVER_NAME, --parallel N, --user LOCALPART.
+// --room ROOM_ID, --join-from SERVER_NAME, --parallel N, --user LOCALPART, --history VISIBILITY.
 func ParseSeedArgs(args []string) (SeedOptions, error) {
 	var o SeedOptions
 	for i := 0; i < len(args); i += 2 {
@@ -42,6 +45,8 @@ func ParseSeedArgs(args []string) (SeedOptions, error) {
 			o.JoinFrom = v
 		case "--user":
 			o.User = v
+		case "--history":
+			o.History = v
 		case "--parallel":
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 1 {
@@ -90,7 +95,7 @@ func (c *Client) seed(ctx context.Context, o SeedOptions) (string, error) {
 	room := o.Room
 	if room == "" {
 		var err error
-		if room, err = c.createRoom(ctx, o.RoomVersion); err != nil {
+		if room, err = c.createRoom(ctx, o.RoomVersion, o.History); err != nil {
 			return "", err
 		}
 	} else {
@@ -113,12 +118,15 @@ func (c *Client) seed(ctx context.Context, o SeedOptions) (string, error) {
 	return room, nil
 }
 
-func (c *Client) createRoom(ctx context.Context, version string) (string, error) {
+func (c *Client) createRoom(ctx context.Context, version, history string) (string, error) {
+	if history == "" {
+		history = "world_readable"
+	}
 	var created struct {
 		RoomID string `json:"room_id"`
 	}
 	// public_chat: join rule public, so other servers' users can join. History
-	// world_readable in initial_state, so that non-members may read it over federation.
+	// world_readable by default, so that non-members may read it over federation.
 	err := c.do(ctx, http.MethodPost, "/_matrix/client/v3/createRoom", map[string]any{
 		"preset":       "public_chat",
 		"room_version": version,
@@ -126,7 +134,7 @@ func (c *Client) createRoom(ctx context.Context, version string) (string, error)
 		"initial_state": []map[string]any{{
 			"type":      "m.room.history_visibility",
 			"state_key": "",
-			"content":   map[string]string{"history_visibility": "world_readable"},
+			"content":   map[string]string{"history_visibility": history},
 		}},
 	}, &created)
 	if err != nil {

@@ -221,6 +221,16 @@ func (c *Client) LatestEvent(ctx context.Context, peer, roomID string, now time.
 // nothing by itself: its prev_events are the peer's latest events in the room, and it names
 // the room version.
 func (c *Client) JoinTemplate(ctx context.Context, peer, roomID, userID string, versions []string) (roomVersion string, prevEvents []string, err error) {
+	roomVersion, event, err := c.MakeJoin(ctx, peer, roomID, userID, versions)
+	if err != nil {
+		return "", nil, err
+	}
+	return roomVersion, ReferencedIDs(event, "prev_events"), nil
+}
+
+// MakeJoin asks peer for the template of userID's join event (make_join), offering the room
+// versions we support (without them, servers assume version 1).
+func (c *Client) MakeJoin(ctx context.Context, peer, roomID, userID string, versions []string) (roomVersion string, template json.RawMessage, err error) {
 	params := mfed.RequestParams{
 		ServerName:   peer,
 		Method:       http.MethodGet,
@@ -228,20 +238,49 @@ func (c *Client) JoinTemplate(ctx context.Context, peer, roomID, userID string, 
 		Query:        url.Values{"ver": versions},
 		Authenticate: true,
 	}
-	var event json.RawMessage
 	err = c.fetchAnswer(ctx, params, c.fed.ResponseSizeLimit, "/make_join", func(body io.Reader, maxBytes int64) error {
 		var err error
 		// The template is a PDU, at most MaxPDUBytes: that bounds its prev_events.
-		roomVersion, event, err = decodeJoinTemplate(body, maxBytes)
+		roomVersion, template, err = decodeJoinTemplate(body, maxBytes)
 		return err
 	})
 	if err != nil {
 		return "", nil, err
 	}
-	if len(event) == 0 || string(event) == "null" {
+	if len(template) == 0 || string(template) == "null" {
 		return "", nil, fmt.Errorf("%w: /make_join gave no event", ErrBadResponse)
 	}
-	return roomVersion, ReferencedIDs(event, "prev_events"), nil
+	return roomVersion, template, nil
+}
+
+// JoinAnswer is a resident server's answer to send_join: the room's state before our join,
+// the auth chain of that state and of our join, and our join as the server stored it.
+type JoinAnswer struct {
+	State, AuthChain []json.RawMessage
+	Event            json.RawMessage
+}
+
+// maxJoinPDUs bounds the state and auth chain of a send_join answer: the largest public rooms
+// hold some hundred thousand members, whose membership events are all state.
+const maxJoinPDUs = 500_000
+
+// SendJoin sends our signed join event to peer (send_join v2, with every member's state).
+func (c *Client) SendJoin(ctx context.Context, peer, roomID, eventID string, event json.RawMessage) (JoinAnswer, error) {
+	params := mfed.RequestParams{
+		ServerName:   peer,
+		Method:       http.MethodPut,
+		Path:         mfed.URLPath{"v2", "send_join", id.RoomID(roomID), id.EventID(eventID)},
+		Query:        url.Values{"omit_members": {"false"}},
+		Authenticate: true,
+		RequestJSON:  event,
+	}
+	var ans JoinAnswer
+	err := c.fetchAnswer(ctx, params, c.fed.ResponseSizeLimit, "/send_join", func(body io.Reader, maxBytes int64) error {
+		var err error
+		ans, err = decodeJoinAnswer(body, maxBytes)
+		return err
+	})
+	return ans, err
 }
 
 // ReferencedIDs reads the event IDs of a PDU's prev_events or auth_events, which room

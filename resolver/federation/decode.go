@@ -310,6 +310,40 @@ func decodeJoinTemplate(body io.Reader, maxBytes int64) (version string, event j
 	return version, event, nil
 }
 
+// decodeJoinAnswer reads a send_join v2 answer from body (at most maxBytes): state and
+// auth_chain, PDUs each bounded like any, and the event.
+func decodeJoinAnswer(body io.Reader, maxBytes int64) (JoinAnswer, error) {
+	d := newAnswerDecoder(body, maxBytes, "/send_join")
+	var ans JoinAnswer
+	seen := map[string]bool{}
+	err := d.object(func(name string) (bool, error) {
+		switch name {
+		case "state", "auth_chain", "event":
+			if seen[name] {
+				return true, fmt.Errorf("%w: %s twice", ErrBadResponse, name)
+			}
+			seen[name] = true
+		default:
+			return false, nil
+		}
+		var err error
+		switch name {
+		case "state":
+			ans.State, err = d.pdus(name, maxJoinPDUs)
+		case "auth_chain":
+			ans.AuthChain, err = d.pdus(name, maxJoinPDUs)
+		case "event":
+			d.window(maxPDUWireBytes, "the join event, as sent,")
+			ans.Event, err = d.pdu()
+		}
+		return true, err
+	})
+	if err := d.finish(err); err != nil {
+		return JoinAnswer{}, err
+	}
+	return ans, nil
+}
+
 // readSmall reads a whole body that may not pass maxBytes: the answers small enough to
 // parse in one piece with mautrix's types.
 func readSmall(body io.Reader, maxBytes int64, what string) ([]byte, error) {

@@ -101,6 +101,34 @@ func selfSignedCert(t *testing.T, dir string) (certFile, keyFile string) {
 	return certFile, keyFile
 }
 
+// signingKey writes a new signing key, made by the binary under test, into dir and returns
+// its path.
+func signingKey(t *testing.T, dir string) string {
+	t.Helper()
+	path := filepath.Join(dir, "signing.key")
+	if err := localrun.WriteSigningKey(context.Background(), roomsyncBin, path); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// startOperator runs a manager on its own loopback identity (key, certificate, federation
+// listener, metrics and probe ports) with a SQLite store in dir, and returns the store's URL
+// and a function that stops the manager (the test's end stops it too).
+func startOperator(t *testing.T, env *testenv.Env, dir, storeFile string, extra ...string) (storeURL string, stop func()) {
+	t.Helper()
+	keyFile := signingKey(t, dir)
+	cert, key := selfSignedCert(t, dir)
+	ports := freePorts(t, 3)
+	name := fmt.Sprintf("127.0.0.1:%d", ports[0])
+	storeURL = "sqlite://" + filepath.Join(dir, storeFile)
+	args := append([]string{"--store", storeURL, "--server-name", name, "--signing-key", keyFile,
+		"--listen", name, "--tls-cert", cert, "--tls-key", key,
+		"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", ports[1]),
+		"--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", ports[2])}, extra...)
+	return storeURL, startManager(t, env.Kubeconfig, filepath.Join(dir, "manager.log"), args...)
+}
+
 // startManager runs `roomsync manager` against the API server and returns a function that
 // stops it by its PID (SIGTERM, then SIGKILL); the test's end stops it too.
 func startManager(t *testing.T, kubeconfig, logFile string, args ...string) func() {

@@ -49,22 +49,8 @@ func TestOperatorAgainstDendrites(t *testing.T) {
 	}
 
 	dir := t.TempDir()
-	keyOut, _ := run(t, time.Minute, roomsyncBin, "keygen")
-	keyFile := filepath.Join(dir, "signing.key")
-	if err := os.WriteFile(keyFile, []byte(keyOut), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cert, key := selfSignedCert(t, dir)
-	ports := freePorts(t, 3)
-	ourName := fmt.Sprintf("127.0.0.1:%d", ports[0])
-	storeURL := "sqlite://" + filepath.Join(dir, "events.db")
-	stopManager := startManager(t, env.Kubeconfig, filepath.Join(dir, "manager.log"),
-		"--store", storeURL, "--server-name", ourName, "--signing-key", keyFile,
-		"--listen", ourName, "--tls-cert", cert, "--tls-key", key,
-		"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", ports[1]),
-		"--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", ports[2]),
-		// This release handles shard a only; another release would take the rest.
-		"--selector", "roomsync.io/shard=a")
+	// This release handles shard a only; another release would take the rest.
+	storeURL, stopManager := startOperator(t, env, dir, "events.db", "--selector", "roomsync.io/shard=a")
 	defer stopManager()
 
 	manifest := filepath.Join(dir, "roomsync.yaml")

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -35,13 +34,9 @@ func TestPartialPeerScenario(t *testing.T) {
 	a.stop(t)
 
 	dir := t.TempDir()
-	keyOut, _ := run(t, time.Minute, roomsyncBin, "keygen")
-	keyFile := filepath.Join(dir, "signing.key")
-	if err := os.WriteFile(keyFile, []byte(keyOut), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	keyFile := signingKey(t, dir)
 	cert, key := selfSignedCert(t, dir)
-	ports := freePorts(t, 4)
+	ports := freePorts(t, 1)
 	cliName := fmt.Sprintf("127.0.0.1:%d", ports[0])
 	cliStore := "sqlite://" + filepath.Join(dir, "cli.db")
 	syncArgs := []string{"sync", "--store", cliStore,
@@ -63,13 +58,7 @@ func TestPartialPeerScenario(t *testing.T) {
 	}
 
 	// The operator, on a store of its own, says the same in the RoomSync's status.
-	opName := fmt.Sprintf("127.0.0.1:%d", ports[1])
-	opStore := "sqlite://" + filepath.Join(dir, "operator.db")
-	stopManager := startManager(t, env.Kubeconfig, filepath.Join(dir, "manager.log"),
-		"--store", opStore, "--server-name", opName, "--signing-key", keyFile,
-		"--listen", opName, "--tls-cert", cert, "--tls-key", key,
-		"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", ports[2]),
-		"--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", ports[3]))
+	opStore, stopManager := startOperator(t, env, t.TempDir(), "operator.db")
 	defer stopManager()
 	manifest := filepath.Join(dir, "roomsync.yaml")
 	writeManifest(t, manifest, room, a, b)

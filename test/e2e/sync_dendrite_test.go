@@ -3,7 +3,6 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -19,14 +18,7 @@ func TestSyncConvergesFromDendrite(t *testing.T) {
 	room := d.seed(t, "", 1000)
 
 	dir := t.TempDir()
-	keyOut, code := run(t, time.Minute, roomsyncBin, "keygen")
-	if code != 0 {
-		t.Fatal("roomsync keygen failed")
-	}
-	keyFile := filepath.Join(dir, "signing.key")
-	if err := os.WriteFile(keyFile, []byte(keyOut), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	keyFile := signingKey(t, dir)
 	cert, key := selfSignedCert(t, dir)
 	ourPort := freePorts(t, 1)[0]
 	ourName := fmt.Sprintf("127.0.0.1:%d", ourPort)

@@ -3,7 +3,6 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -22,11 +21,7 @@ func TestSyncFromFixturePeers(t *testing.T) {
 	high := fixturepeer.Start(t, room, fixturepeer.WithHold(fixturepeer.HoldDepths(maxDepth/2-20, maxDepth)))
 
 	dir := t.TempDir()
-	keyOut, _ := run(t, time.Minute, roomsyncBin, "keygen")
-	keyFile := filepath.Join(dir, "signing.key")
-	if err := os.WriteFile(keyFile, []byte(keyOut), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	keyFile := signingKey(t, dir)
 	storeURL := "sqlite://" + filepath.Join(dir, "events.db")
 	args := []string{"sync", "--store", storeURL, "--server-name", "cli.test", "--signing-key", keyFile,
 		"--insecure-skip-tls-verify", "--room", string(room.ID)}
@@ -81,11 +76,7 @@ func TestSyncWaitsForPeerThatIsDown(t *testing.T) {
 	pp := fixturepeer.StartPartialPeers(t, 27)
 	pp.Full.SetFaults(fixturepeer.Fault{Kind: fixturepeer.FaultDisconnect})
 	dir := t.TempDir()
-	keyOut, _ := run(t, time.Minute, roomsyncBin, "keygen")
-	keyFile := filepath.Join(dir, "signing.key")
-	if err := os.WriteFile(keyFile, []byte(keyOut), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	keyFile := signingKey(t, dir)
 	storeURL := "sqlite://" + filepath.Join(dir, "events.db")
 	args := []string{"sync", "--store", storeURL, "--server-name", "cli.test", "--signing-key", keyFile,
 		"--insecure-skip-tls-verify", "--room", string(pp.Room.ID), "--timeout", "40s",

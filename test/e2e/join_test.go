@@ -1,0 +1,94 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestJoinPolicy: a room whose history Dendrite shows to members only (history_visibility
+// shared). With --join never, roomsync stores the events as Dendrite shows them to a
+// non-member, redacted, and joins nothing; with --join if-needed it joins, pulls the redacted
+// events again in full, and the store equals Dendrite's own view with nothing redacted. Truth
+// (events, members) is read from Dendrite's client API.
+func TestJoinPolicy(t *testing.T) {
+	d := startDendrite(t)
+	// Two rooms: Dendrite keeps serving, from its cache, the redacted copies it once gave a
+	// non-member, even after that server joins; the IfNeeded room is never read as one.
+	neverRoom := d.seed(t, "", 150, "--history", "shared")
+	room := d.seed(t, "", 150, "--history", "shared")
+
+	dir := t.TempDir()
+	keyFile := signingKey(t, dir)
+	cert, key := selfSignedCert(t, dir)
+	ourName := fmt.Sprintf("127.0.0.1:%d", freePorts(t, 1)[0])
+	ourUser := "@roomsync:" + ourName
+	syncArgs := func(storeURL, room, policy string) []string {
+		return []string{"sync", "--store", storeURL,
+			"--server-name", ourName, "--signing-key", keyFile,
+			// Dendrite verifies our requests, and our join, with the key served here.
+			"--listen", ourName, "--tls-cert", cert, "--tls-key", key,
+			"--peer", d.serverName, "--insecure-skip-tls-verify",
+			"--room", room, "--join", policy, "--timeout", "3m"}
+	}
+	type report struct {
+		Events              int      `json:"events"`
+		Redacted            int      `json:"redacted"`
+		BackwardExtremities []string `json:"backward_extremities"`
+	}
+	inspect := func(storeURL, room string) report {
+		t.Helper()
+		out, code := run(t, time.Minute, roomsyncBin, "inspect", "--store", storeURL, "--room", room, "--json")
+		var r report
+		if code != 0 || json.Unmarshal([]byte(out), &r) != nil {
+			t.Fatalf("inspect --json exited %d: %s", code, out)
+		}
+		return r
+	}
+	members := func(room string) []string {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		m, err := d.peer.JoinedMembers(ctx, room, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+
+	// Never: the events as a non-member sees them.
+	neverStore := "sqlite://" + filepath.Join(dir, "never.db")
+	_, progress, _ := runCapture(t, 4*time.Minute, roomsyncBin, syncArgs(neverStore, neverRoom, "never")...)
+	r := inspect(neverStore, neverRoom)
+	if r.Redacted == 0 || r.Events == 0 {
+		t.Errorf("--join never: %+v; want the events stored, most of them redacted", r)
+	}
+	if !strings.Contains(progress, "redacted") {
+		t.Errorf("--join never does not say events are redacted:\n%s", tail(progress, 2000))
+	}
+	if slices.Contains(members(neverRoom), ourUser) {
+		t.Fatalf("--join never joined: Dendrite lists %s", ourUser)
+	}
+	t.Logf("--join never: %d events, %d redacted", r.Events, r.Redacted)
+
+	// IfNeeded: joins, and then holds every event in full.
+	ifNeededStore := "sqlite://" + filepath.Join(dir, "if-needed.db")
+	if _, progress, code := runCapture(t, 4*time.Minute, roomsyncBin, syncArgs(ifNeededStore, room, "if-needed")...); code != 0 {
+		t.Fatalf("--join if-needed exited %d:\n%s", code, tail(progress, 3000))
+	}
+	if m := members(room); !slices.Contains(m, ourUser) {
+		t.Fatalf("--join if-needed: Dendrite does not list %s among %v", ourUser, m)
+	}
+	// Our join is part of the room now: Dendrite's view holds it.
+	want := d.eventIDs(t, room)
+	r = inspect(ifNeededStore, room)
+	if r.Redacted != 0 || len(r.BackwardExtremities) != 0 {
+		t.Errorf("--join if-needed: %+v; want nothing redacted, no gaps", r)
+	}
+	assertStoreEquals(t, ifNeededStore, room, want)
+}
