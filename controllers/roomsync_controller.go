@@ -75,7 +75,7 @@ func (r *RoomSyncReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 	if err := r.Get(ctx, req.NamespacedName, obj); err != nil {
 		if apierrors.IsNotFound(err) {
 			// Deleted: the stored events stay (see the RoomSync docs); only the session goes.
-			r.Syncer.Forget(req.NamespacedName)
+			r.Syncer.Forget(ctx, req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}

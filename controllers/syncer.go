@@ -47,19 +47,24 @@ type session struct {
 	uid        types.UID
 	generation int64
 	resolver   *resolver.Resolver
+	// rooms are the spec's rooms: a room no session names any more is left.
+	rooms []string
 }
 
-// resolverFor returns the RoomSync's resolver, building it for a new spec generation.
-func (s *Syncer) resolverFor(obj *roomsyncv1alpha1.RoomSync) (*resolver.Resolver, error) {
+// resolverFor returns the RoomSync's resolver, building it for a new spec generation. Rooms
+// the new spec drops, and no other RoomSync names, are left.
+func (s *Syncer) resolverFor(ctx context.Context, obj *roomsyncv1alpha1.RoomSync) (*resolver.Resolver, error) {
 	key := types.NamespacedName{Namespace: obj.Namespace, Name: obj.Name}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if sess, ok := s.sessions[key]; ok && sess.generation == obj.Generation && sess.uid == obj.UID {
 		return sess.resolver, nil
 	}
+	rooms := roomIDs(obj)
 	if old, ok := s.sessions[key]; ok {
-		old.resolver.Close()
 		delete(s.sessions, key)
+		s.leaveUnnamedLocked(ctx, old, rooms)
+		old.resolver.Close()
 	}
 
 	peers := make([]resolver.Peer, len(obj.Spec.Peers))
@@ -97,16 +102,54 @@ func (s *Syncer) resolverFor(obj *roomsyncv1alpha1.RoomSync) (*resolver.Resolver
 	if s.sessions == nil {
 		s.sessions = map[types.NamespacedName]*session{}
 	}
-	s.sessions[key] = &session{uid: obj.UID, generation: obj.Generation, resolver: res}
+	s.sessions[key] = &session{uid: obj.UID, generation: obj.Generation, resolver: res, rooms: rooms}
 	return res, nil
 }
 
-// Forget drops a deleted RoomSync's session and metrics. Its events stay in the store.
-func (s *Syncer) Forget(key types.NamespacedName) {
+// leaveTimeout bounds the leaves of one RoomSync's change or deletion.
+const leaveTimeout = time.Minute
+
+// leaveUnnamedLocked leaves, through sess's resolver, each of its rooms that neither keep nor
+// any other session names. s.mu is held: leaving is rare, and a RoomSync naming the room
+// again meanwhile must not race it.
+func (s *Syncer) leaveUnnamedLocked(ctx context.Context, sess *session, keep []string) {
+	named := map[string]bool{}
+	for _, r := range keep {
+		named[r] = true
+	}
+	for _, other := range s.sessions {
+		for _, r := range other.rooms {
+			named[r] = true
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, leaveTimeout)
+	defer cancel()
+	for _, room := range sess.rooms {
+		if named[room] {
+			continue
+		}
+		if err := sess.resolver.Leave(ctx, room); err != nil {
+			s.Log.Error(err, "Could not leave a room no RoomSync names any more", "room", room)
+		}
+	}
+}
+
+func roomIDs(obj *roomsyncv1alpha1.RoomSync) []string {
+	ids := make([]string, len(obj.Spec.Rooms))
+	for i, r := range obj.Spec.Rooms {
+		ids[i] = r.ID
+	}
+	return ids
+}
+
+// Forget drops a deleted RoomSync's session and metrics, and leaves the rooms no other
+// RoomSync names. Its events stay in the store.
+func (s *Syncer) Forget(ctx context.Context, key types.NamespacedName) {
 	s.mu.Lock()
 	if sess, ok := s.sessions[key]; ok {
-		sess.resolver.Close()
 		delete(s.sessions, key)
+		s.leaveUnnamedLocked(ctx, sess, nil)
+		sess.resolver.Close()
 	}
 	s.mu.Unlock()
 	if s.Metrics != nil {
@@ -125,7 +168,7 @@ func (s *Syncer) hasSession(key types.NamespacedName) bool {
 // Sync runs one bounded pass over every room of the RoomSync. With retryNow (a new
 // requestedAt) peers and gaps in back-off are asked again.
 func (s *Syncer) Sync(ctx context.Context, obj *roomsyncv1alpha1.RoomSync, retryNow bool) ([]resolver.RoomResult, []resolver.PeerStatus, error) {
-	res, err := s.resolverFor(obj)
+	res, err := s.resolverFor(ctx, obj)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -32,9 +32,6 @@ const (
 // joinRetryAfter is how long a failed join waits before the next try.
 const joinRetryAfter = 5 * time.Minute
 
-// historyEndpoints are the requests Synapse refuses to non-members.
-var historyEndpoints = map[string]bool{"backfill": true, "get_missing_events": true, "event": true}
-
 // needsJoin says whether the pass should join now, and why.
 func (p *pass) needsJoin(ctx context.Context) (bool, string, error) {
 	if p.r.cfg.Join == JoinNever || p.r.cfg.Join == "" {
@@ -116,7 +113,7 @@ func (p *pass) joinThrough(ctx context.Context, peer string) (string, error) {
 	if p.version != "" && string(version) != p.version {
 		return "", fmt.Errorf("make_join names room version %s, the room is %s", version, p.version)
 	}
-	event, eventID, err := p.signJoin(version, tmpl.raw)
+	event, eventID, err := p.signMembership(version, tmpl.raw, "join")
 	if err != nil {
 		return "", err
 	}
@@ -163,16 +160,16 @@ func (p *pass) awaitJoin(ctx context.Context, peer, eventID string) {
 	p.log.Info("The server that let us join does not serve our join yet", "peer", peer, "event", eventID)
 }
 
-// signJoin completes a make_join template as our join event: stamped now, hashed and signed
-// with our key. Room versions 1 and 2, where the joining server mints the event ID, are not
-// joined.
-func (p *pass) signJoin(version id.RoomVersion, template []byte) (json.RawMessage, string, error) {
+// signMembership completes a make_join or make_leave template as our membership event:
+// stamped now, hashed and signed with our key. Room versions 1 and 2, where the sending server
+// mints the event ID, are not supported.
+func (p *pass) signMembership(version id.RoomVersion, template []byte, want string) (json.RawMessage, string, error) {
 	if version.EventIDFormat() == id.EventIDFormatCustom {
-		return nil, "", fmt.Errorf("joining rooms of version %s is not supported", version)
+		return nil, "", fmt.Errorf("membership in rooms of version %s is not supported", version)
 	}
 	var ev pdu.PDU
 	if err := jsonv2.Unmarshal(template, &ev); err != nil {
-		return nil, "", fmt.Errorf("%w: join template: %w", federation.ErrBadResponse, err)
+		return nil, "", fmt.Errorf("%w: %s template: %w", federation.ErrBadResponse, want, err)
 	}
 	membership := ""
 	var content struct {
@@ -182,26 +179,26 @@ func (p *pass) signJoin(version id.RoomVersion, template []byte) (json.RawMessag
 		membership = content.Membership
 	}
 	switch {
-	case ev.Type != "m.room.member" || membership != "join":
-		return nil, "", fmt.Errorf("%w: the join template is a %s (%s), not a join", federation.ErrBadResponse, ev.Type, membership)
+	case ev.Type != "m.room.member" || membership != want:
+		return nil, "", fmt.Errorf("%w: the %s template is a %s (%s)", federation.ErrBadResponse, want, ev.Type, membership)
 	case string(ev.Sender) != p.r.cfg.JoinUserID || ev.StateKey == nil || *ev.StateKey != p.r.cfg.JoinUserID:
-		return nil, "", fmt.Errorf("%w: the join template is for %s, not %s", federation.ErrBadResponse, ev.Sender, p.r.cfg.JoinUserID)
+		return nil, "", fmt.Errorf("%w: the %s template is for %s, not %s", federation.ErrBadResponse, want, ev.Sender, p.r.cfg.JoinUserID)
 	case string(ev.RoomID) != p.roomID:
-		return nil, "", fmt.Errorf("%w: the join template is for room %s", federation.ErrBadResponse, ev.RoomID)
+		return nil, "", fmt.Errorf("%w: the %s template is for room %s", federation.ErrBadResponse, want, ev.RoomID)
 	}
 	ev.OriginServerTS = p.r.cfg.Now().UnixMilli()
 	ev.Signatures, ev.Hashes, ev.Unsigned = nil, nil, nil
 	key := p.r.cfg.SigningKey
 	if err := ev.Sign(version, p.r.cfg.ServerName, key.ID, key.Priv); err != nil {
-		return nil, "", fmt.Errorf("sign our join: %w", err)
+		return nil, "", fmt.Errorf("sign our %s: %w", want, err)
 	}
 	eventID, err := ev.GetEventID(version)
 	if err != nil {
-		return nil, "", fmt.Errorf("our join's event ID: %w", err)
+		return nil, "", fmt.Errorf("our %s's event ID: %w", want, err)
 	}
 	raw, err := jsonv2.Marshal(&ev)
 	if err != nil {
-		return nil, "", fmt.Errorf("encode our join: %w", err)
+		return nil, "", fmt.Errorf("encode our %s: %w", want, err)
 	}
 	return raw, string(eventID), nil
 }

@@ -51,8 +51,12 @@ type pass struct {
 	// the server whose key it was: a gap on them waits for that key.
 	keyWaits map[string]string
 
-	// refusals are the history requests refused to us as a non-member ("peer: 403 …").
+	// refusals are the history requests refused to us as a non-member ("peer: 403 …"):
+	// 403 on /backfill or /get_missing_events, or on /event for a head the peer itself named
+	// (Dendrite answers 403 too for an event it does not hold, which says nothing of us).
 	refusals []string
+	// announced are the heads each peer named.
+	announced map[string]map[string]bool
 
 	// mu guards the request counters of res and refusals, which concurrent head requests
 	// update.
@@ -67,7 +71,6 @@ func (p *pass) requestsLeft() int {
 }
 
 func (p *pass) run(ctx context.Context) error {
-	p.maxRequests = max(100, p.budget*maxRequestsPerEvent)
 	st := p.r.cfg.Store
 	room, err := st.Room(ctx, p.roomID)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
@@ -206,9 +209,14 @@ func (p *pass) discoverHeads(ctx context.Context) (heads []string, version strin
 	wg.Wait()
 
 	seen := map[string]bool{}
-	for _, a := range answers {
+	p.announced = make(map[string]map[string]bool, len(peers))
+	for i, a := range answers {
 		if !a.ok {
 			continue
+		}
+		p.announced[peers[i]] = make(map[string]bool, len(a.heads))
+		for _, h := range a.heads {
+			p.announced[peers[i]][h] = true
 		}
 		p.res.PeersAnswered++
 		if version == "" {
@@ -331,6 +339,11 @@ func (p *pass) fetchEvents(ctx context.Context, ids []string) error {
 		for _, peer := range p.r.cfg.Peers.Available("event") {
 			raw, err := p.event(ctx, peer, id)
 			if err != nil {
+				if outcome, _ := federation.Classify(err); outcome == federation.OutcomeForbidden && p.announced[peer][id] {
+					p.mu.Lock()
+					p.refusals = append(p.refusals, fmt.Sprintf("%s: %s", peer, err))
+					p.mu.Unlock()
+				}
 				continue
 			}
 			held, ok, err := p.accept(ctx, peer, "event", []json.RawMessage{raw}, []string{id})
@@ -603,7 +616,7 @@ func ask[T any](ctx context.Context, p *pass, peer, endpoint string, do func(con
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.res.Requests++
-	if outcome == federation.OutcomeForbidden && historyEndpoints[endpoint] {
+	if outcome == federation.OutcomeForbidden && (endpoint == "backfill" || endpoint == "get_missing_events") {
 		p.refusals = append(p.refusals, fmt.Sprintf("%s: %s", peer, err))
 	}
 	if err != nil {

@@ -254,12 +254,18 @@ func (r *Resolver) SyncRooms(ctx context.Context, rooms []string, hist History, 
 // an error only when the pass could not work at all (no room version, the store failing);
 // peer failures are in the result.
 func (r *Resolver) SyncRoom(ctx context.Context, roomID string, hist History) (RoomResult, error) {
-	p := &pass{r: r, roomID: roomID, hist: hist, budget: r.cfg.Limits.MaxEventsPerPass, keyWaits: map[string]string{},
-		log: r.cfg.Log.WithValues("room", roomID),
-		res: RoomResult{RoomID: roomID, Rejected: map[RejectReason]int{}}}
+	p := r.newPass(roomID, hist)
 	err := p.run(ctx)
 	if err != nil {
 		err = fmt.Errorf("sync room %s: %w", roomID, err)
 	}
 	return p.res, err
+}
+
+func (r *Resolver) newPass(roomID string, hist History) *pass {
+	p := &pass{r: r, roomID: roomID, hist: hist, budget: r.cfg.Limits.MaxEventsPerPass, keyWaits: map[string]string{},
+		log: r.cfg.Log.WithValues("room", roomID),
+		res: RoomResult{RoomID: roomID, Rejected: map[RejectReason]int{}}}
+	p.maxRequests = max(100, p.budget*maxRequestsPerEvent)
+	return p
 }

@@ -253,6 +253,40 @@ func (c *Client) MakeJoin(ctx context.Context, peer, roomID, userID string, vers
 	return roomVersion, template, nil
 }
 
+// MakeLeave asks peer for the template of userID's leave event (make_leave).
+func (c *Client) MakeLeave(ctx context.Context, peer, roomID, userID string) (roomVersion string, template json.RawMessage, err error) {
+	params := mfed.RequestParams{
+		ServerName:   peer,
+		Method:       http.MethodGet,
+		Path:         mfed.URLPath{"v1", "make_leave", id.RoomID(roomID), id.UserID(userID)},
+		Authenticate: true,
+	}
+	err = c.fetchAnswer(ctx, params, c.fed.ResponseSizeLimit, "/make_leave", func(body io.Reader, maxBytes int64) error {
+		var err error
+		roomVersion, template, err = decodeJoinTemplate(body, maxBytes)
+		return err
+	})
+	if err == nil && (len(template) == 0 || string(template) == "null") {
+		err = fmt.Errorf("%w: /make_leave gave no event", ErrBadResponse)
+	}
+	return roomVersion, template, err
+}
+
+// SendLeave sends our signed leave event to peer (send_leave v2).
+func (c *Client) SendLeave(ctx context.Context, peer, roomID, eventID string, event json.RawMessage) error {
+	params := mfed.RequestParams{
+		ServerName:   peer,
+		Method:       http.MethodPut,
+		Path:         mfed.URLPath{"v2", "send_leave", id.RoomID(roomID), id.EventID(eventID)},
+		Authenticate: true,
+		RequestJSON:  event,
+	}
+	return c.fetchAnswer(ctx, params, maxKeyAnswerBytes, "/send_leave", func(body io.Reader, maxBytes int64) error {
+		_, err := readSmall(body, maxBytes, "/send_leave")
+		return err
+	})
+}
+
 // JoinAnswer is a resident server's answer to send_join: the room's state before our join,
 // the auth chain of that state and of our join, and our join as the server stored it.
 type JoinAnswer struct {

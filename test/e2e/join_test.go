@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/roomsync/roomsync/internal/testenv"
 )
 
 // TestJoinPolicy: a room whose history Dendrite shows to members only (history_visibility
@@ -91,4 +93,75 @@ func TestJoinPolicy(t *testing.T) {
 		t.Errorf("--join if-needed: %+v; want nothing redacted, no gaps", r)
 	}
 	assertStoreEquals(t, ifNeededStore, room, want)
+}
+
+// TestOperatorJoinsAndLeaves: a RoomSync with membership Always joins its room (Dendrite lists
+// our member) and converges; deleting the RoomSync leaves the room (Dendrite shows the leave)
+// and keeps the stored events.
+func TestOperatorJoinsAndLeaves(t *testing.T) {
+	env, err := testenv.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Stop() })
+	d := startDendrite(t)
+	room := d.seed(t, "", 40, "--history", "shared")
+	dir := t.TempDir()
+	storeURL, stopManager := startOperator(t, env, dir, "events.db")
+	defer stopManager()
+
+	manifest := filepath.Join(dir, "roomsync.yaml")
+	writeManifest(t, manifest, room, d)
+	addToSpec(t, manifest, "  membership:\n    join: Always\n")
+	if out, err := env.Kubectl("apply", "-f", manifest); err != nil {
+		t.Fatalf("kubectl apply: %v\n%s", err, out)
+	}
+	if out, err := env.Kubectl("wait", "roomsync/archive", "--for=condition=Ready", "--timeout=120s"); err != nil {
+		status, _ := env.Kubectl("get", "roomsync/archive", "-o", "jsonpath={.status}")
+		t.Fatalf("kubectl wait: %v\n%s\nstatus: %s", err, out, status)
+	}
+	membership, _ := env.Kubectl("get", "roomsync/archive", "-o", "jsonpath={.status.rooms[0].membership}")
+	if strings.TrimSpace(membership) != "Joined" {
+		t.Errorf("status.rooms[0].membership %q, want Joined", membership)
+	}
+	ourUser := ""
+	members := func() []string {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		m, err := d.peer.JoinedMembers(ctx, room, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	for _, m := range members() {
+		if strings.HasPrefix(m, "@roomsync:") {
+			ourUser = m
+		}
+	}
+	if ourUser == "" {
+		t.Fatalf("Dendrite lists no member of ours: %v", members())
+	}
+	assertStoreEquals(t, storeURL, room, d.eventIDs(t, room))
+
+	if out, err := env.Kubectl("delete", "roomsync/archive"); err != nil {
+		t.Fatalf("kubectl delete: %v\n%s", err, out)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for slices.Contains(members(), ourUser) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s still in the room a minute after its RoomSync was deleted", ourUser)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	stopManager()
+	// The events stay: the room up to and including our join.
+	out, code := run(t, time.Minute, roomsyncBin, "inspect", "--store", storeURL, "--room", room, "--json")
+	var r struct {
+		Events int `json:"events"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &r) != nil || r.Events < 40 {
+		t.Fatalf("after the delete, inspect exited %d: %s", code, out)
+	}
 }

@@ -55,6 +55,8 @@ func TestOperatorAgainstDendrites(t *testing.T) {
 
 	manifest := filepath.Join(dir, "roomsync.yaml")
 	writeManifest(t, manifest, room, a, b)
+	// The room is world-readable: nothing to join for (join_test.go tests joining).
+	addToSpec(t, manifest, "  membership:\n    join: Never\n")
 	if out, err := env.Kubectl("apply", "-f", manifest); err != nil {
 		t.Fatalf("kubectl apply: %v\n%s", err, out)
 	}
@@ -125,6 +127,14 @@ func writeManifest(t *testing.T, path, room string, peers ...*dendrite) {
 	// Small passes so that the sync is still going when a peer is stopped.
 	fmt.Fprintf(&b, "  limits:\n    maxEventsPerReconcile: 300\n  interval: 1h\n")
 	if err := os.WriteFile(path, b.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// addToSpec appends YAML lines (indented for spec) to a manifest writeManifest wrote.
+func addToSpec(t *testing.T, path, lines string) {
+	t.Helper()
+	if err := os.WriteFile(path, append(mustRead(t, path), []byte(lines)...), 0o600); err != nil {
 		t.Fatal(err)
 	}
 }

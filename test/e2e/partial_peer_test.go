@@ -43,7 +43,7 @@ func TestPartialPeerScenario(t *testing.T) {
 		"--server-name", cliName, "--signing-key", keyFile,
 		"--listen", cliName, "--tls-cert", cert, "--tls-key", key,
 		"--peer", a.serverName, "--peer", b.serverName, "--insecure-skip-tls-verify",
-		"--room", room, "--timeout", "60s"}
+		"--room", room, "--timeout", "60s", "--join", "never"}
 
 	// A is down: B's part is stored, and the run says it waits for A.
 	_, out, code := runCapture(t, 2*time.Minute, roomsyncBin, syncArgs...)
@@ -62,6 +62,8 @@ func TestPartialPeerScenario(t *testing.T) {
 	defer stopManager()
 	manifest := filepath.Join(dir, "roomsync.yaml")
 	writeManifest(t, manifest, room, a, b)
+	// The room is world-readable: nothing to join for (join_test.go tests joining).
+	addToSpec(t, manifest, "  membership:\n    join: Never\n")
 	if out, err := env.Kubectl("apply", "-f", manifest); err != nil {
 		t.Fatalf("kubectl apply: %v\n%s", err, out)
 	}
