@@ -38,6 +38,23 @@ func (p *pass) accept(ctx context.Context, peer, endpoint string, raws []json.Ra
 			}
 		}
 	}
+	p.countRejections(peer, rejections)
+	if lie != nil {
+		// Every event of the answer is dropped, including the ones that verified.
+		p.r.cfg.Peers.Record(peer, endpoint, federation.OutcomeBadResponse, 0, lie)
+		p.res.Err = fmt.Errorf("discarded answer of %s: %w", peer, lie)
+		return nil, false, nil
+	}
+	held, err = p.keep(ctx, peer, events)
+	if err != nil {
+		return nil, false, err
+	}
+	return held, true, nil
+}
+
+// countRejections records refused PDUs: in the result and the observer, and, for a key that
+// could not be fetched, as what the event waits for.
+func (p *pass) countRejections(peer string, rejections []*Rejection) {
 	for _, rej := range rejections {
 		if rej.Reason == RejectKeyUnavailable && rej.EventID != "" {
 			p.keyWaits[rej.EventID] = rej.Server
@@ -48,24 +65,23 @@ func (p *pass) accept(ctx context.Context, peer, endpoint string, raws []json.Ra
 	if len(rejections) > 0 {
 		p.log.Info("Rejected events from peer", "peer", peer, "events", len(rejections), "first", rejections[0].Error())
 	}
-	if lie != nil {
-		// Every event of the answer is dropped, including the ones that verified.
-		p.r.cfg.Peers.Record(peer, endpoint, federation.OutcomeBadResponse, 0, lie)
-		p.res.Err = fmt.Errorf("discarded answer of %s: %w", peer, lie)
-		return nil, false, nil
-	}
+}
+
+// keep stores verified events from peer in one atomic batch, records the room version once
+// the create event is among them, and counts what was new. It returns the events now held.
+func (p *pass) keep(ctx context.Context, peer string, events []store.Event) (map[string]bool, error) {
 	if len(events) == 0 {
-		return map[string]bool{}, true, nil
+		return map[string]bool{}, nil
 	}
 	result, err := p.r.cfg.Store.InsertEvents(ctx, p.roomID, events)
 	if err != nil {
-		return nil, false, fmt.Errorf("store %d events from %s: %w", len(events), peer, err)
+		return nil, fmt.Errorf("store %d events from %s: %w", len(events), peer, err)
 	}
 	for _, ev := range events {
 		if ev.Type == "m.room.create" && ev.StateKey != nil && *ev.StateKey == "" {
 			// The create event verified under the version in use: now the version is known.
 			if err := p.r.cfg.Store.EnsureRoom(ctx, p.roomID, p.version, ev.ID); err != nil {
-				return nil, false, fmt.Errorf("record room version %s: %w", p.version, err)
+				return nil, fmt.Errorf("record room version %s: %w", p.version, err)
 			}
 		}
 	}
@@ -75,44 +91,20 @@ func (p *pass) accept(ctx context.Context, peer, endpoint string, raws []json.Ra
 	if n > 0 {
 		p.r.cfg.Observer.Stored(p.roomID, n)
 	}
-	held = make(map[string]bool, len(events))
+	held := make(map[string]bool, len(events))
 	for _, ev := range events {
 		held[ev.ID] = true
 	}
-	return held, true, nil
+	return held, nil
 }
 
 // verifyAll verifies PDUs on VerifyWorkers goroutines; events come back in input order with
 // duplicates (the same ID twice in one answer) removed.
 func (p *pass) verifyAll(ctx context.Context, raws []json.RawMessage) ([]store.Event, []*Rejection) {
-	type result struct {
-		ev  store.Event
-		rej *Rejection
-	}
-	results := make([]result, len(raws))
-	workers := min(p.r.cfg.VerifyWorkers, len(raws))
-	var wg sync.WaitGroup
-	next := make(chan int)
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range next {
-				ev, rej := VerifyPDU(ctx, p.roomID, p.version, raws[i], p.r.cfg.Keys)
-				results[i] = result{ev, rej}
-			}
-		}()
-	}
-	for i := range raws {
-		next <- i
-	}
-	close(next)
-	wg.Wait()
-
 	seen := make(map[string]bool, len(raws))
 	var events []store.Event
 	var rejections []*Rejection
-	for _, r := range results {
+	for _, r := range p.verifyEach(ctx, raws) {
 		if r.rej != nil {
 			rejections = append(rejections, r.rej)
 			continue
@@ -124,4 +116,35 @@ func (p *pass) verifyAll(ctx context.Context, raws []json.RawMessage) ([]store.E
 		events = append(events, r.ev)
 	}
 	return events, rejections
+}
+
+// verified is the outcome of verifying one PDU: the event, or why it was refused.
+type verified struct {
+	ev  store.Event
+	rej *Rejection
+}
+
+// verifyEach verifies PDUs on VerifyWorkers goroutines; the outcomes are in input order, one
+// per PDU.
+func (p *pass) verifyEach(ctx context.Context, raws []json.RawMessage) []verified {
+	results := make([]verified, len(raws))
+	workers := min(p.r.cfg.VerifyWorkers, len(raws))
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				ev, rej := VerifyPDU(ctx, p.roomID, p.version, raws[i], p.r.cfg.Keys)
+				results[i] = verified{ev, rej}
+			}
+		}()
+	}
+	for i := range raws {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	return results
 }

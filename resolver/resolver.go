@@ -123,6 +123,10 @@ type Resolver struct {
 	// redacted is, per room, how far the redacted copies were fetched again after a join.
 	mu       sync.Mutex
 	redacted map[string]redactedProgress
+
+	// rooms are the rooms replicated here, whose pushed PDUs Receive takes (see SetRooms).
+	roomsMu sync.RWMutex
+	rooms   map[string]bool
 }
 
 type redactedProgress struct {

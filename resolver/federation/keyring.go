@@ -71,6 +71,10 @@ type serverKeys struct {
 	fetchErr error
 	failedAt time.Time
 	retryAt  time.Time
+	// resp is the last key response that verified (the server's own, else a notary's copy),
+	// self-signed by the server: what mautrix's ServerAuth needs to check a request (see
+	// ResponseFor).
+	resp *mfed.ServerKeyResponse
 }
 
 // WithOwnKey makes the ring answer for our own server from key, never over the network: our
@@ -174,10 +178,13 @@ func (k *KeyRing) fetch(ctx context.Context, server string, keyID id.KeyID) erro
 	defer cancel()
 	var errs []error
 	direct := make(map[id.KeyID]verifyKey)
+	var verified *mfed.ServerKeyResponse
 	if resp, err := k.client.ServerKeys(ctx, server); err != nil {
 		errs = append(errs, fmt.Errorf("from %s: %w", server, err))
 	} else if err := collectKeys(direct, server, resp, k.now()); err != nil {
 		errs = append(errs, err)
+	} else {
+		verified = resp
 	}
 	vouched := make(map[id.KeyID]verifyKey)
 	if len(direct) == 0 {
@@ -195,6 +202,8 @@ func (k *KeyRing) fetch(ctx context.Context, server string, keyID id.KeyID) erro
 					errs = append(errs, err)
 				} else if err := collectKeys(vouched, server, resp, k.now()); err != nil {
 					errs = append(errs, err)
+				} else {
+					verified = resp
 				}
 			}
 			if len(vouched) > 0 {
@@ -227,6 +236,7 @@ func (k *KeyRing) fetch(ctx context.Context, server string, keyID id.KeyID) erro
 	}
 	entry.fetchedAt = now
 	entry.fetchErr = nil
+	entry.resp = verified
 	// Only keys the server gave itself, over TLS that was verified, outlive the session:
 	// the store is shared, and a notary or an unverified channel is one party's word.
 	if k.persist != nil && len(direct) > 0 && k.client.VerifiedOrigin(server) {

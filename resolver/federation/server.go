@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"maunium.net/go/mautrix"
+	mfed "maunium.net/go/mautrix/federation"
 )
 
 // Defaults of a Server's limits. Federation requests are small and quick, and the listener
@@ -45,6 +46,8 @@ type Server struct {
 	MaxHeaderBytes    int
 
 	mux *http.ServeMux
+	// auth checks the X-Matrix signatures of HandleAuthenticated routes (see RequireAuth).
+	auth *mfed.ServerAuth
 
 	once sync.Once
 	srv  *http.Server
