@@ -19,7 +19,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	roomsyncv1alpha1 "github.com/roomsync/roomsync/api/v1alpha1"
 )
@@ -48,6 +50,8 @@ func (r *RoomSyncReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		For(&roomsyncv1alpha1.RoomSync{}, builder.WithPredicates(
 			predicate.Or(predicate.GenerationChangedPredicate{}, reconcileRequestedPredicate()),
 		)).
+		// Live events pushed to our listener wake the RoomSyncs naming their rooms.
+		WatchesRawSource(source.Channel(r.Syncer.Wakes(), &handler.EnqueueRequestForObject{})).
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(1, r.MaxConcurrentReconciles)}).
 		Named("roomsync").
 		Complete(r)

@@ -9,6 +9,7 @@ import (
 	"github.com/go-logr/logr"
 	"k8s.io/apimachinery/pkg/types"
 	mfed "maunium.net/go/mautrix/federation"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 
 	roomsyncv1alpha1 "github.com/roomsync/roomsync/api/v1alpha1"
 	"github.com/roomsync/roomsync/resolver"
@@ -39,6 +40,8 @@ type Syncer struct {
 
 	mu       sync.Mutex
 	sessions map[types.NamespacedName]*session
+	// wakes carries the RoomSyncs that live events call for (see Receive).
+	wakes chan event.GenericEvent
 }
 
 // session is what a RoomSync's passes share while its spec does not change. The UID tells a
@@ -102,6 +105,7 @@ func (s *Syncer) resolverFor(ctx context.Context, obj *roomsyncv1alpha1.RoomSync
 	if s.sessions == nil {
 		s.sessions = map[types.NamespacedName]*session{}
 	}
+	res.SetRooms(rooms)
 	s.sessions[key] = &session{uid: obj.UID, generation: obj.Generation, resolver: res, rooms: rooms}
 	return res, nil
 }

@@ -107,3 +107,21 @@ func Open(s Setup) (*Resolver, error) {
 
 // Close drops the idle connections of the resolver's federation client.
 func (r *Resolver) Close() { r.cfg.Client.Close() }
+
+// InboundKeys builds the key ring that checks the signed requests peers send to our listener.
+// Their origins are found by server discovery (loopback and private addresses only with
+// allowPrivateNetworks; any certificate with insecure), and verified keys are cached and
+// kept like the sync's. The returned function releases its connections.
+func InboundKeys(st store.Store, serverName string, key *mfed.SigningKey, allowPrivateNetworks, insecure bool) (*federation.KeyRing, func(), error) {
+	client, err := federation.NewClient(federation.Options{
+		ServerName: serverName, Key: key, AllowPrivateNetworks: allowPrivateNetworks, InsecureDiscovery: insecure,
+		UserAgent: "roomsync",
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	ring := federation.NewKeyRing(client, func() []string { return nil }).
+		WithKeyStore(KeyStoreOf(st)).
+		WithOwnKey(serverName, key)
+	return ring, client.Close, nil
+}

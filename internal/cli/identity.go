@@ -184,7 +184,7 @@ func parseSigningKey(line string) (*mfed.SigningKey, error) {
 // keyServer serves our key on --listen until stop is called, and returns the address it
 // bound. It binds before returning, so a bad address fails at once rather than in the
 // background.
-func (o *identityOptions) keyServer(key *mfed.SigningKey, version string) (addr string, stop func(), err error) {
+func (o *identityOptions) keyServer(key *mfed.SigningKey, version string, routes ...func(*federation.Server)) (addr string, stop func(), err error) {
 	if o.listen == "" {
 		return "", func() {}, nil
 	}
@@ -199,6 +199,9 @@ func (o *identityOptions) keyServer(key *mfed.SigningKey, version string) (addr 
 		return "", nil, fmt.Errorf("--listen %s: %w", o.listen, err)
 	}
 	srv := federation.NewKeyServer(o.serverName, key, version)
+	for _, add := range routes {
+		add(srv)
+	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

@@ -26,6 +26,8 @@ import (
 
 	roomsyncv1alpha1 "github.com/roomsync/roomsync/api/v1alpha1"
 	"github.com/roomsync/roomsync/controllers"
+	"github.com/roomsync/roomsync/resolver"
+	"github.com/roomsync/roomsync/resolver/federation"
 	"github.com/roomsync/roomsync/store"
 )
 
@@ -122,7 +124,28 @@ func runManager(args []string, _, stderr io.Writer) int {
 		return badInput(stderr, fs, err)
 	}
 	defer st.Close()
-	_, stopKeyServer, err := opts.keyServer(key, Version)
+	syncer := &controllers.Syncer{
+		Store:                 st,
+		ServerName:            opts.serverName,
+		Key:                   key,
+		AllowPrivateNetworks:  opts.allowPrivateNetworks,
+		InsecureSkipTLSVerify: opts.insecureSkipVerify,
+		RoomConcurrency:       opts.roomConcurrency,
+		PassTimeout:           opts.passTimeout,
+		Metrics:               controllers.NewMetrics(),
+		Log:                   ctrl.Log.WithName("resolver"),
+	}
+	// The listener serves our key and takes the events peers push to rooms we joined
+	// (PUT /send), checking each request's X-Matrix signature.
+	inboundKeys, closeInbound, err := resolver.InboundKeys(st, opts.serverName, key, opts.allowPrivateNetworks, opts.insecureSkipVerify)
+	if err != nil {
+		return badInput(stderr, fs, err)
+	}
+	defer closeInbound()
+	_, stopKeyServer, err := opts.keyServer(key, Version, func(srv *federation.Server) {
+		srv.RequireAuth(opts.serverName, inboundKeys)
+		srv.HandleSend(syncer.Receive)
+	})
 	if err != nil {
 		return badInput(stderr, fs, err)
 	}
@@ -154,17 +177,7 @@ func runManager(args []string, _, stderr io.Writer) int {
 		Client:                  mgr.GetClient(),
 		Recorder:                mgr.GetEventRecorder("roomsync-controller"),
 		MaxConcurrentReconciles: opts.concurrent,
-		Syncer: &controllers.Syncer{
-			Store:                 st,
-			ServerName:            opts.serverName,
-			Key:                   key,
-			AllowPrivateNetworks:  opts.allowPrivateNetworks,
-			InsecureSkipTLSVerify: opts.insecureSkipVerify,
-			RoomConcurrency:       opts.roomConcurrency,
-			PassTimeout:           opts.passTimeout,
-			Metrics:               controllers.NewMetrics(),
-			Log:                   ctrl.Log.WithName("resolver"),
-		},
+		Syncer:                  syncer,
 	}
 	if err := reconciler.SetupWithManager(mgr); err != nil {
 		log.Error(err, "Unable to set up the RoomSync controller")

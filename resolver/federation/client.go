@@ -9,6 +9,7 @@ package federation
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
@@ -53,6 +54,9 @@ type Options struct {
 	MaxResponseBytes int64
 	// UserAgent is sent with every request.
 	UserAgent string
+	// InsecureDiscovery accepts any certificate from servers reached through discovery too
+	// (the operator's --insecure-skip-tls-verify, for the origins of signed requests to us).
+	InsecureDiscovery bool
 	// RootCAs verifies the certificates of peers with an explicit endpoint (a private CA for
 	// in-cluster homeservers); nil uses the system's.
 	RootCAs *x509.CertPool
@@ -89,6 +93,9 @@ func NewClient(opts Options) (*Client, error) {
 	fed := mfed.NewClient(opts.ServerName, opts.Key, mfed.NewInMemoryCache(), settings)
 	if opts.AllowPrivateNetworks {
 		fed.AllowIP = func(net.IP) bool { return true }
+	}
+	if srt, ok := fed.HTTP.Transport.(*mfed.ServerResolvingTransport); ok && opts.InsecureDiscovery {
+		srt.Transport.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: true} //nolint:gosec // asked for
 	}
 	fed.ResponseSizeLimit = opts.MaxResponseBytes
 	if opts.UserAgent != "" {
