@@ -210,6 +210,29 @@ func (d *dendrite) seed(t *testing.T, room string, count int, extra ...string) s
 	return got
 }
 
+// members lists the room's joined members as the Dendrite shows them to its seeding user.
+func (d *dendrite) members(t *testing.T, room string) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	m, err := d.peer.JoinedMembers(ctx, room, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// startEnv starts a control plane (envtest), stopped when the test ends.
+func startEnv(t *testing.T) *testenv.Env {
+	t.Helper()
+	env, err := testenv.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Stop() })
+	return env
+}
+
 // stop stops the Dendrite (by its PID) before the test ends.
 func (d *dendrite) stop(t *testing.T) {
 	t.Helper()

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"path/filepath"
@@ -10,8 +9,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/roomsync/roomsync/internal/testenv"
 )
 
 // TestJoinPolicy: a room whose history Dendrite shows to members only (history_visibility
@@ -53,16 +50,6 @@ func TestJoinPolicy(t *testing.T) {
 		}
 		return r
 	}
-	members := func(room string) []string {
-		t.Helper()
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		m, err := d.peer.JoinedMembers(ctx, room, "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		return m
-	}
 
 	// Never: the events as a non-member sees them.
 	neverStore := "sqlite://" + filepath.Join(dir, "never.db")
@@ -74,7 +61,7 @@ func TestJoinPolicy(t *testing.T) {
 	if !strings.Contains(progress, "redacted") {
 		t.Errorf("--join never does not say events are redacted:\n%s", tail(progress, 2000))
 	}
-	if slices.Contains(members(neverRoom), ourUser) {
+	if slices.Contains(d.members(t, neverRoom), ourUser) {
 		t.Fatalf("--join never joined: Dendrite lists %s", ourUser)
 	}
 	t.Logf("--join never: %d events, %d redacted", r.Events, r.Redacted)
@@ -84,7 +71,7 @@ func TestJoinPolicy(t *testing.T) {
 	if _, progress, code := runCapture(t, 4*time.Minute, roomsyncBin, syncArgs(ifNeededStore, room, "if-needed")...); code != 0 {
 		t.Fatalf("--join if-needed exited %d:\n%s", code, tail(progress, 3000))
 	}
-	if m := members(room); !slices.Contains(m, ourUser) {
+	if m := d.members(t, room); !slices.Contains(m, ourUser) {
 		t.Fatalf("--join if-needed: Dendrite does not list %s among %v", ourUser, m)
 	}
 	// Our join is part of the room now: Dendrite's view holds it.
@@ -100,11 +87,7 @@ func TestJoinPolicy(t *testing.T) {
 // our member) and converges; deleting the RoomSync leaves the room (Dendrite shows the leave)
 // and keeps the stored events.
 func TestOperatorJoinsAndLeaves(t *testing.T) {
-	env, err := testenv.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = env.Stop() })
+	env := startEnv(t)
 	d := startDendrite(t)
 	room := d.seed(t, "", 40, "--history", "shared")
 	dir := t.TempDir()
@@ -128,23 +111,13 @@ func TestOperatorJoinsAndLeaves(t *testing.T) {
 		t.Errorf("status.rooms[0].membership %q, want Joined", membership)
 	}
 	ourUser := ""
-	members := func() []string {
-		t.Helper()
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		m, err := d.peer.JoinedMembers(ctx, room, "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		return m
-	}
-	for _, m := range members() {
+	for _, m := range d.members(t, room) {
 		if strings.HasPrefix(m, "@roomsync:") {
 			ourUser = m
 		}
 	}
 	if ourUser == "" {
-		t.Fatalf("Dendrite lists no member of ours: %v", members())
+		t.Fatalf("Dendrite lists no member of ours: %v", d.members(t, room))
 	}
 	assertStoreEquals(t, storeURL, room, d.eventIDs(t, room))
 
@@ -176,7 +149,7 @@ func TestOperatorJoinsAndLeaves(t *testing.T) {
 		t.Fatalf("kubectl delete: %v\n%s", err, out)
 	}
 	deadline := time.Now().Add(time.Minute)
-	for slices.Contains(members(), ourUser) {
+	for slices.Contains(d.members(t, room), ourUser) {
 		if time.Now().After(deadline) {
 			t.Fatalf("%s still in the room a minute after its RoomSync was deleted", ourUser)
 		}

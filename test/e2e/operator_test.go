@@ -22,11 +22,7 @@ import (
 // other fills in; `kubectl wait --for=condition=Ready` returns; the store then equals the
 // room as Dendrite shows it; new messages are picked up by the next pass.
 func TestOperatorAgainstDendrites(t *testing.T) {
-	env, err := testenv.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = env.Stop() })
+	env := startEnv(t)
 
 	a := startDendrite(t)
 	b := startDendrite(t)

@@ -6,8 +6,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/roomsync/roomsync/internal/testenv"
 )
 
 // TestPartialPeerScenario: two Dendrites hold a room, but B joined late, so only A holds the
@@ -15,11 +13,7 @@ import (
 // they wait for A; once A is back, a new `roomsync sync` converges, and so does the
 // operator's first pass after it. Truth is A's own view of the room.
 func TestPartialPeerScenario(t *testing.T) {
-	env, err := testenv.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = env.Stop() })
+	env := startEnv(t)
 
 	a := startDendrite(t)
 	b := startDendrite(t)
