@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"slices"
+	"time"
 
 	"github.com/tidwall/gjson"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -31,6 +32,9 @@ func (s *Syncer) Receive(ctx context.Context, origin string, pdus []json.RawMess
 		byRoom[room] = append(byRoom[room], pdu)
 	}
 	results := map[string]string{}
+	if s.Metrics != nil {
+		defer func() { s.Metrics.received(origin, pdus, results, time.Now()) }()
+	}
 	for _, room := range order {
 		sess := s.sessionNaming(room)
 		if sess == nil {

@@ -1,10 +1,12 @@
 package controllers
 
 import (
+	"encoding/json"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/tidwall/gjson"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	roomsyncv1alpha1 "github.com/roomsync/roomsync/api/v1alpha1"
@@ -26,6 +28,11 @@ type Metrics struct {
 	RoomLastSync     *prometheus.GaugeVec
 	PeerHealthy      *prometheus.GaugeVec
 	ReconcileSeconds *prometheus.HistogramVec
+	RoomJoined       *prometheus.GaugeVec
+	// The live path: what peers push to our listener.
+	Transactions *prometheus.CounterVec
+	PDUsReceived *prometheus.CounterVec
+	LiveLatency  prometheus.Histogram
 }
 
 var (
@@ -89,9 +96,27 @@ func NewMetrics() *Metrics {
 				Buckets: prometheus.ExponentialBuckets(0.01, 3, 10),
 			}, []string{"result"}),
 		}
+		m.RoomJoined = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "roomsync_room_joined",
+			Help: "1 when our user is joined to a room of a RoomSync, else 0.",
+		}, []string{"namespace", "name", "room"})
+		m.Transactions = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "roomsync_transactions_received_total",
+			Help: "Transactions (PUT /send) peers pushed to our listener and we took, by origin.",
+		}, []string{"origin"})
+		m.PDUsReceived = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "roomsync_pdus_received_total",
+			Help: "PDUs pushed to our listener, by outcome: accepted (stored, or held already) or refused.",
+		}, []string{"outcome"})
+		// From the event's origin_server_ts (the sender's clock) to its storage here.
+		m.LiveLatency = prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "roomsync_live_event_latency_seconds",
+			Help:    "Time from a pushed event's origin_server_ts to its storage.",
+			Buckets: prometheus.ExponentialBuckets(0.01, 2.5, 12),
+		})
 		ctrlmetrics.Registry.MustRegister(m.EventsStored, m.EventsRejected, m.Requests, m.RequestDuration,
 			m.RoomEvents, m.RoomGaps, m.RoomUnfillable, m.RoomConverged, m.RoomLastSync, m.PeerHealthy,
-			m.ReconcileSeconds)
+			m.ReconcileSeconds, m.RoomJoined, m.Transactions, m.PDUsReceived, m.LiveLatency)
 		registered = m
 	})
 	return registered
@@ -126,6 +151,11 @@ func (m *Metrics) setRoom(namespace, name string, st roomsyncv1alpha1.RoomStatus
 		converged = 1
 	}
 	m.RoomConverged.With(labels).Set(converged)
+	joined := 0.0
+	if st.Membership == resolver.MembershipJoined {
+		joined = 1
+	}
+	m.RoomJoined.With(labels).Set(joined)
 	// A room no pass has reached yet has no timestamp: a zero would read as 56 years stale.
 	if st.LastSyncTime != nil {
 		m.RoomLastSync.With(labels).Set(float64(st.LastSyncTime.Unix()))
@@ -146,7 +176,33 @@ func (m *Metrics) setPeer(namespace, name string, p resolver.PeerStatus) {
 func (m *Metrics) forget(namespace, name string) {
 	labels := prometheus.Labels{"namespace": namespace, "name": name}
 	for _, g := range []*prometheus.GaugeVec{m.RoomEvents, m.RoomGaps, m.RoomUnfillable, m.RoomConverged,
-		m.RoomLastSync, m.PeerHealthy} {
+		m.RoomLastSync, m.PeerHealthy, m.RoomJoined} {
 		g.DeletePartialMatch(labels)
+	}
+}
+
+// received counts a transaction we took and its PDUs' outcomes (results: event ID → error
+// text, "" for accepted), with their latency.
+func (m *Metrics) received(origin string, pdus []json.RawMessage, results map[string]string, now time.Time) {
+	m.Transactions.WithLabelValues(origin).Inc()
+	accepted := 0
+	for _, outcome := range results {
+		if outcome == "" {
+			accepted++
+		}
+	}
+	m.PDUsReceived.WithLabelValues("accepted").Add(float64(accepted))
+	m.PDUsReceived.WithLabelValues("refused").Add(float64(len(pdus) - accepted))
+	// The results are keyed by event ID, which a PDU of room version 3 on does not carry:
+	// the latency is taken from transactions whose PDUs were all accepted.
+	if accepted != len(pdus) {
+		return
+	}
+	for _, pdu := range pdus {
+		if ts := gjson.GetBytes(pdu, "origin_server_ts").Int(); ts > 0 {
+			if d := now.Sub(time.UnixMilli(ts)); d >= 0 {
+				m.LiveLatency.Observe(d.Seconds())
+			}
+		}
 	}
 }

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -343,5 +344,65 @@ func TestMembershipAgainstASynapseLikePeer(t *testing.T) {
 	}
 	if refusing.Joined(operatorServer) || refusing.Count(fixturepeer.EndpointSendJoin) != 0 {
 		t.Error("joined with the policy Never")
+	}
+}
+
+// TestPushedEventsAreStoredAndWake: events pushed to the manager (what PUT /send hands over)
+// for a room a RoomSync replicates are stored at once, wake that RoomSync, whose status then
+// counts them without any poll, and are counted in the live-path metrics.
+func TestPushedEventsAreStoredAndWake(t *testing.T) {
+	room := fixturepeer.MustGenerate(t, fixturepeer.RoomOptions{Seed: 63, Events: 200, Linear: true})
+	// The peer shows all but the last 10 events; those arrive as a push.
+	peer := fixturepeer.Start(t, room, fixturepeer.WithHold(fixturepeer.HoldIndexes(0, 190)))
+	ns := newNamespace(t)
+	rs := fixtureRoomSync(ns, "live", room, peer)
+	rs.Spec.Interval = &metav1.Duration{Duration: time.Hour}
+	if err := k8sClient.Create(context.Background(), rs); err != nil {
+		t.Fatal(err)
+	}
+	key := client.ObjectKeyFromObject(rs)
+	waitForCondition(t, key, roomsyncv1alpha1.ReadyCondition, metav1.ConditionTrue, roomsyncv1alpha1.ReasonConverged)
+
+	var pdus []json.RawMessage
+	for _, e := range room.Events[190:] {
+		pdus = append(pdus, e.JSON)
+	}
+	results := syncer.Receive(context.Background(), peer.ServerName(), pdus)
+	if len(results) != 10 {
+		t.Fatalf("results %v, want 10 entries", results)
+	}
+	for id, outcome := range results {
+		if outcome != "" {
+			t.Errorf("%s refused: %s", id, outcome)
+		}
+	}
+	got := waitForStatus(t, key, func(got *roomsyncv1alpha1.RoomSync) error {
+		if got.Status.Summary.Events != int64(len(room.Events)) {
+			return fmt.Errorf("%d events in status, want %d", got.Status.Summary.Events, len(room.Events))
+		}
+		return nil
+	})
+	if !got.Status.Rooms[0].Converged {
+		t.Errorf("room status %+v after the push", got.Status.Rooms[0])
+	}
+	metrics := scrape(t)
+	for _, want := range []string{
+		fmt.Sprintf(`roomsync_transactions_received_total{origin=%q}`, peer.ServerName()),
+		`roomsync_pdus_received_total{outcome="accepted"}`,
+		`roomsync_live_event_latency_seconds_count`,
+		fmt.Sprintf(`roomsync_room_joined{name="live",namespace=%q,room=%q} 0`, ns, room.ID),
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+
+	// A room no RoomSync names is refused, per PDU.
+	other := fixturepeer.MustGenerate(t, fixturepeer.RoomOptions{Seed: 64, Events: 10})
+	res := syncer.Receive(context.Background(), peer.ServerName(), []json.RawMessage{other.Events[5].JSON})
+	for _, outcome := range res {
+		if !strings.Contains(outcome, "not replicated") {
+			t.Errorf("a PDU of a room nobody replicates: %q", outcome)
+		}
 	}
 }
