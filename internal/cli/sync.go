@@ -89,10 +89,16 @@ func (o *syncOptions) validate() error {
 		errs = append(errs, errors.New("at least one --room is required"))
 	}
 	// The rules of a RoomSync's rooms and peers: a flag takes what a RoomSync takes.
+	peerNames := map[string]bool{}
 	for _, spec := range o.peers {
 		if err := checkPeerFlag(spec); err != nil {
 			errs = append(errs, err)
 		}
+		name, _, _ := strings.Cut(spec, "=")
+		if peerNames[name] {
+			errs = append(errs, fmt.Errorf("--peer %s is named twice", name))
+		}
+		peerNames[name] = true
 	}
 	if err := checkInsecureFlag(o.insecureSkipVerify, o.peers); err != nil {
 		errs = append(errs, err)
@@ -133,23 +139,15 @@ func (o *syncOptions) validate() error {
 	return errors.Join(errs...)
 }
 
-// parsePeers turns --peer NAME[=URL] into the peers, in order. --insecure-skip-tls-verify
-// applies to each of them, however it is reached.
-func (o *syncOptions) parsePeers() ([]resolver.Peer, error) {
-	var peers []resolver.Peer
-	seen := map[string]bool{}
-	for _, spec := range o.peers {
+// peerList turns the --peer NAME[=URL] flags, checked by validate, into the peers, in order.
+// --insecure-skip-tls-verify applies to each of them, however it is reached.
+func (o *syncOptions) peerList() []resolver.Peer {
+	peers := make([]resolver.Peer, len(o.peers))
+	for i, spec := range o.peers {
 		name, rawURL, _ := strings.Cut(spec, "=")
-		if err := checkServerName(name); err != nil {
-			return nil, fmt.Errorf("--peer %s: %w", spec, err)
-		}
-		if seen[name] {
-			return nil, fmt.Errorf("--peer %s is named twice", name)
-		}
-		seen[name] = true
-		peers = append(peers, resolver.Peer{ServerName: name, URL: rawURL, InsecureSkipTLSVerify: o.insecureSkipVerify})
+		peers[i] = resolver.Peer{ServerName: name, URL: rawURL, InsecureSkipTLSVerify: o.insecureSkipVerify}
 	}
-	return peers, nil
+	return peers
 }
 
 func runSync(args []string, stdout, stderr io.Writer) int {
@@ -160,10 +158,6 @@ func runSync(args []string, stdout, stderr io.Writer) int {
 		return code
 	}
 	if err := opts.validate(); err != nil {
-		return badInput(stderr, fs, err)
-	}
-	peers, err := opts.parsePeers()
-	if err != nil {
 		return badInput(stderr, fs, err)
 	}
 	key, err := loadSigningKey(opts.signingKeyFile)
@@ -199,7 +193,7 @@ func runSync(args []string, stdout, stderr io.Writer) int {
 		Store:                st,
 		ServerName:           opts.serverName,
 		Key:                  key,
-		Peers:                peers,
+		Peers:                opts.peerList(),
 		AllowPrivateNetworks: opts.allowPrivateNetworks,
 		JoinUser:             opts.joinUser,
 		Join:                 resolver.JoinPolicy(opts.join),
