@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"sync"
 
+	"maunium.net/go/mautrix/id"
+
 	"github.com/roomsync/roomsync/resolver/federation"
 	"github.com/roomsync/roomsync/store"
 )
@@ -99,13 +101,18 @@ func (p *pass) keep(ctx context.Context, peer string, events []store.Event) (map
 }
 
 // verifyAll verifies PDUs on VerifyWorkers goroutines; events come back in input order with
-// duplicates (the same ID twice in one answer) removed.
+// duplicates (the same ID twice in one answer) removed. A rejection that verification could
+// not name (a PDU without a type, say) is named here where the ID can still be computed, so
+// that an answer to the sender can key it.
 func (p *pass) verifyAll(ctx context.Context, raws []json.RawMessage) ([]store.Event, []*Rejection) {
 	seen := make(map[string]bool, len(raws))
 	var events []store.Event
 	var rejections []*Rejection
-	for _, r := range p.verifyEach(ctx, raws) {
+	for i, r := range p.verifyEach(ctx, raws) {
 		if r.rej != nil {
+			if r.rej.EventID == "" {
+				r.rej.EventID = pduEventID(raws[i], id.RoomVersion(p.version))
+			}
 			rejections = append(rejections, r.rej)
 			continue
 		}

@@ -120,23 +120,9 @@ func (r *Resolver) receiveRoom(ctx context.Context, origin, roomID string, raws 
 
 	p := r.newPass(roomID, History{})
 	p.version = room.Version
-	var events []store.Event
-	var rejections []*Rejection
-	seen := map[string]bool{}
-	for i, v := range p.verifyEach(ctx, raws) {
-		if v.rej != nil {
-			rejections = append(rejections, v.rej)
-			evID := v.rej.EventID
-			if evID == "" {
-				evID = pduEventID(raws[i], id.RoomVersion(room.Version))
-			}
-			setResult(results, evID, v.rej.Error())
-			continue
-		}
-		if !seen[v.ev.ID] {
-			seen[v.ev.ID] = true
-			events = append(events, v.ev)
-		}
+	events, rejections := p.verifyAll(ctx, raws)
+	for _, rej := range rejections {
+		setResult(results, rej.EventID, rej.Error())
 	}
 	p.countRejections(origin, rejections)
 	if _, err := p.keep(ctx, origin, events); err != nil {
