@@ -37,9 +37,8 @@ func (p *pass) needsJoin(ctx context.Context) (bool, string, error) {
 	if p.r.cfg.Join == JoinNever || p.r.cfg.Join == "" {
 		return false, "", nil
 	}
-	m, err := p.r.cfg.Store.Membership(ctx, p.roomID, p.r.cfg.JoinUserID)
+	m, err := p.membership(ctx)
 	switch {
-	case errors.Is(err, store.ErrNotFound):
 	case err != nil:
 		return false, "", err
 	case m.State == store.MembershipJoined:
@@ -79,11 +78,9 @@ func (p *pass) join(ctx context.Context, why string) (bool, error) {
 			failures = append(failures, fmt.Sprintf("%s: %v", peer, err))
 			continue
 		}
-		if err := p.r.cfg.Store.SetMembership(ctx, store.Membership{RoomID: p.roomID, UserID: p.r.cfg.JoinUserID,
-			State: store.MembershipJoined, EventID: eventID}); err != nil {
+		if err := p.setMembership(ctx, store.Membership{State: store.MembershipJoined, EventID: eventID}); err != nil {
 			return false, err
 		}
-		p.res.Membership, p.res.MembershipReason = store.MembershipJoined, ""
 		// What was refused to a non-member may be given now: every peer and gap again.
 		p.r.cfg.Peers.RetryAll()
 		return true, nil
@@ -92,9 +89,34 @@ func (p *pass) join(ctx context.Context, why string) (bool, error) {
 	if len(failures) > 0 {
 		reason = strings.Join(failures, "; ")
 	}
-	p.res.Membership, p.res.MembershipReason = store.MembershipJoinFailed, reason
-	return false, p.r.cfg.Store.SetMembership(ctx, store.Membership{RoomID: p.roomID, UserID: p.r.cfg.JoinUserID,
-		State: store.MembershipJoinFailed, Reason: reason})
+	return false, p.setMembership(ctx, store.Membership{State: store.MembershipJoinFailed, Reason: reason})
+}
+
+// membership is our recorded membership of the room (State MembershipNotJoined when none
+// is), read from the store once a pass and kept as the pass changes it.
+func (p *pass) membership(ctx context.Context) (store.Membership, error) {
+	if p.member == nil {
+		m, err := p.r.cfg.Store.Membership(ctx, p.roomID, p.r.cfg.JoinUserID)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			m.State = MembershipNotJoined
+		case err != nil:
+			return m, err
+		}
+		p.member = &m
+	}
+	return *p.member, nil
+}
+
+// setMembership records m as our membership of the room, in the store and for the pass.
+func (p *pass) setMembership(ctx context.Context, m store.Membership) error {
+	m.RoomID, m.UserID = p.roomID, p.r.cfg.JoinUserID
+	m.UpdatedAt = p.r.cfg.Now()
+	if err := p.r.cfg.Store.SetMembership(ctx, m); err != nil {
+		return err
+	}
+	p.member = &m
+	return nil
 }
 
 // joinThrough runs make_join and send_join with one peer and stores what it answers.
@@ -243,15 +265,11 @@ func (p *pass) maybeJoin(ctx context.Context) (bool, error) {
 // membershipStatus reads our membership into the result: NotJoined until a join is recorded,
 // with the refusals of a non-member as the reason.
 func (p *pass) membershipStatus(ctx context.Context) error {
-	m, err := p.r.cfg.Store.Membership(ctx, p.roomID, p.r.cfg.JoinUserID)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		p.res.Membership = MembershipNotJoined
-	case err != nil:
+	m, err := p.membership(ctx)
+	if err != nil {
 		return err
-	default:
-		p.res.Membership, p.res.MembershipReason = m.State, m.Reason
 	}
+	p.res.Membership, p.res.MembershipReason = m.State, m.Reason
 	if p.res.Membership != store.MembershipJoined && len(p.refusals) > 0 && p.res.MembershipReason == "" {
 		p.res.MembershipReason = "refused as a non-member: " + strings.Join(p.refusals, "; ")
 	}

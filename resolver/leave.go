@@ -3,7 +3,6 @@ package resolver
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strings"
 
@@ -16,18 +15,18 @@ import (
 // our leave signed with our key, send_leave, through the first peer that lets us. The events
 // stay stored. A room we never joined (or left already) is left alone.
 func (r *Resolver) Leave(ctx context.Context, roomID string) error {
-	m, err := r.cfg.Store.Membership(ctx, roomID, r.cfg.JoinUserID)
-	if errors.Is(err, store.ErrNotFound) || err == nil && m.State != store.MembershipJoined {
-		return nil
-	}
+	p := r.newPass(roomID, History{})
+	m, err := p.membership(ctx)
 	if err != nil {
 		return fmt.Errorf("leave %s: %w", roomID, err)
+	}
+	if m.State != store.MembershipJoined {
+		return nil
 	}
 	room, err := r.cfg.Store.Room(ctx, roomID)
 	if err != nil {
 		return fmt.Errorf("leave %s: %w", roomID, err)
 	}
-	p := r.newPass(roomID, History{})
 	p.version = room.Version
 	var failures []string
 	for _, peer := range r.cfg.Peers.Reachable() {
@@ -37,8 +36,7 @@ func (r *Resolver) Leave(ctx context.Context, roomID string) error {
 			continue
 		}
 		p.log.Info("Left the room", "peer", peer, "event", eventID)
-		return r.cfg.Store.SetMembership(ctx, store.Membership{RoomID: roomID, UserID: r.cfg.JoinUserID,
-			State: store.MembershipLeft, EventID: eventID})
+		return p.setMembership(ctx, store.Membership{State: store.MembershipLeft, EventID: eventID})
 	}
 	return fmt.Errorf("leave %s: no peer let us leave: %s", roomID, strings.Join(failures, "; "))
 }

@@ -57,6 +57,8 @@ type pass struct {
 	refusals []string
 	// announced are the heads each peer named.
 	announced map[string]map[string]bool
+	// member is our membership of the room, once read (see membership).
+	member *store.Membership
 
 	// mu guards the request counters of res and refusals, which concurrent head requests
 	// update.
