@@ -112,17 +112,6 @@ func (s *PeerSet) ready(endpointOK func(*peerHealth, time.Time) bool, endpoint s
 	return names
 }
 
-// Names returns every peer, in the user's order.
-func (s *PeerSet) Names() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	names := make([]string, len(s.peers))
-	for i, p := range s.peers {
-		names[i] = p.name
-	}
-	return names
-}
-
 // NextAvailable is when the first back-off (of a peer or of an endpoint) ends; zero when
 // nothing is backed off.
 func (s *PeerSet) NextAvailable() time.Time {

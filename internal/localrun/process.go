@@ -63,9 +63,6 @@ func startWith(adjust func(*exec.Cmd), name, logFile, bin string, args ...string
 // PID is the process ID.
 func (p *Process) PID() int { return p.cmd.Process.Pid }
 
-// Done is closed once the process has exited and been reaped.
-func (p *Process) Done() <-chan struct{} { return p.done }
-
 // Exited reports whether the process has exited.
 func (p *Process) Exited() bool {
 	select {

@@ -4,9 +4,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/roomsync/roomsync/internal/testenv"
 )
 
 // The files in Dir.
@@ -16,15 +17,9 @@ const (
 	DashboardFile = "dashboard.json"
 )
 
-// Dir is charts/roomsync/files. It is found from this source file rather than the working
+// Dir is charts/roomsync/files, found from the source tree rather than the working
 // directory, so tests of any package can read the files.
-func Dir() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "..", "charts", "roomsync", "files")
-}
-
-// RepoRoot is the repository's top directory.
-func RepoRoot() string { return filepath.Join(Dir(), "..", "..", "..") }
+func Dir() string { return filepath.Join(testenv.RepoRoot(), "charts", "roomsync", "files") }
 
 // Rule is one alerting or recording rule of the rule file.
 type Rule struct {

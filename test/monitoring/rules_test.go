@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/roomsync/roomsync/internal/testenv"
 )
 
 func TestRulesCheck(t *testing.T) {
@@ -69,7 +71,7 @@ func TestRulesConventions(t *testing.T) {
 // runbookAnchors lists the anchors GitHub gives the headings of docs/runbooks.md.
 func runbookAnchors(t *testing.T) map[string]bool {
 	t.Helper()
-	raw, err := os.ReadFile(filepath.Join(RepoRoot(), "docs", "runbooks.md"))
+	raw, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "docs", "runbooks.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
