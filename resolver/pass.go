@@ -341,11 +341,7 @@ func (p *pass) fetchEvents(ctx context.Context, ids []string) error {
 		for _, peer := range p.r.cfg.Peers.Available("event") {
 			raw, err := p.event(ctx, peer, id)
 			if err != nil {
-				if outcome, _ := federation.Classify(err); outcome == federation.OutcomeForbidden && p.announced[peer][id] {
-					p.mu.Lock()
-					p.refusals = append(p.refusals, fmt.Sprintf("%s: %s", peer, err))
-					p.mu.Unlock()
-				}
+				p.noteRefusal(peer, "event", id, err)
 				continue
 			}
 			held, ok, err := p.accept(ctx, peer, "event", []json.RawMessage{raw}, []string{id})
@@ -603,6 +599,21 @@ func (p *pass) summarize(ctx context.Context, heads []string) error {
 	return nil
 }
 
+// noteRefusal records a 403 that refuses us as a non-member (see refusals): on /backfill or
+// /get_missing_events, or on /event for eventID, a head the peer itself named.
+func (p *pass) noteRefusal(peer, endpoint, eventID string, err error) {
+	if outcome, _ := federation.Classify(err); outcome != federation.OutcomeForbidden {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case endpoint == "backfill", endpoint == "get_missing_events",
+		endpoint == "event" && p.announced[peer][eventID]:
+		p.refusals = append(p.refusals, fmt.Sprintf("%s: %s", peer, err))
+	}
+}
+
 // ask runs one federation request with its bookkeeping: peer health, counts, timing.
 func ask[T any](ctx context.Context, p *pass, peer, endpoint string, do func(context.Context) (T, error)) (T, error) {
 	start := time.Now()
@@ -615,12 +626,10 @@ func ask[T any](ctx context.Context, p *pass, peer, endpoint string, do func(con
 	p.r.cfg.Peers.Record(peer, endpoint, outcome, retryAfter, err)
 	p.r.cfg.Observer.Request(peer, endpoint, outcome, time.Since(start))
 	p.log.V(2).Info("Federation request", "peer", peer, "endpoint", endpoint, "took", time.Since(start).String())
+	p.noteRefusal(peer, endpoint, "", err)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.res.Requests++
-	if outcome == federation.OutcomeForbidden && (endpoint == "backfill" || endpoint == "get_missing_events") {
-		p.refusals = append(p.refusals, fmt.Sprintf("%s: %s", peer, err))
-	}
 	if err != nil {
 		p.res.Err = fmt.Errorf("%s from %s: %w", endpoint, peer, err)
 		p.log.V(1).Info("Federation request failed", "peer", peer, "endpoint", endpoint, "outcome", string(outcome), "error", err.Error())
