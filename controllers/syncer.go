@@ -198,10 +198,7 @@ func roomsBySyncAge(obj *roomsyncv1alpha1.RoomSync) []string {
 			last[st.ID] = st.LastSyncTime.Time
 		}
 	}
-	rooms := make([]string, len(obj.Spec.Rooms))
-	for i, room := range obj.Spec.Rooms {
-		rooms[i] = room.ID
-	}
+	rooms := roomIDs(obj)
 	slices.SortStableFunc(rooms, func(a, b string) int { return last[a].Compare(last[b]) })
 	return rooms
 }
