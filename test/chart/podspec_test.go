@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"maps"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -27,6 +26,7 @@ import (
 
 	roomsyncv1alpha1 "github.com/roomsync/roomsync/api/v1alpha1"
 	"github.com/roomsync/roomsync/internal/fixturepeer"
+	"github.com/roomsync/roomsync/internal/localrun"
 )
 
 // runPodSpec runs the manager binary the way the installed Deployment's pod would: its
@@ -67,13 +67,18 @@ func runPodSpec(t *testing.T, ns, name string) {
 	}
 	mapPaths := strings.NewReplacer(pairs...).Replace
 
-	// Ports: each bind address goes to a free loopback port.
+	// Ports: each bind address goes to a free loopback port, chosen together so that no two
+	// are the same.
+	bindFlags := []string{"--listen", "--metrics-bind-address", "--health-probe-bind-address"}
+	free, err := localrun.FreePorts(len(bindFlags))
+	if err != nil {
+		t.Fatal(err)
+	}
 	args := make([]string, 0, len(c.Args)+3)
 	ports := map[string]string{}
 	for _, a := range c.Args {
-		if flag, addr, ok := strings.Cut(a, "="); ok && strings.HasPrefix(addr, ":") &&
-			(flag == "--listen" || flag == "--metrics-bind-address" || flag == "--health-probe-bind-address") {
-			ports[flag] = freeAddr(t)
+		if flag, addr, ok := strings.Cut(a, "="); ok && strings.HasPrefix(addr, ":") && slices.Contains(bindFlags, flag) {
+			ports[flag] = fmt.Sprintf("127.0.0.1:%d", free[slices.Index(bindFlags, flag)])
 			a = flag + "=" + ports[flag]
 		}
 		args = append(args, mapPaths(a))
@@ -238,14 +243,4 @@ func serviceAccountKubeconfig(t *testing.T, ns, sa, dir string) string {
 		t.Fatal(err)
 	}
 	return path
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
