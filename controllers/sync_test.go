@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -13,11 +14,14 @@ import (
 
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/id"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	roomsyncv1alpha1 "github.com/roomsync/roomsync/api/v1alpha1"
 	"github.com/roomsync/roomsync/internal/fixturepeer"
 	"github.com/roomsync/roomsync/resolver"
+	"github.com/roomsync/roomsync/resolver/federation"
 )
 
 // These tests run the manager's full loop — reconcile, resolver, store, status — against
@@ -367,8 +371,8 @@ func TestPushedEventsAreStoredAndWake(t *testing.T) {
 	for _, e := range room.Events[190:] {
 		pdus = append(pdus, e.JSON)
 	}
-	results := syncer.Receive(context.Background(), peer.ServerName(), pdus)
-	if len(results) != 10 {
+	results, err := syncer.Receive(context.Background(), peer.ServerName(), pdus)
+	if err != nil || len(results) != 10 {
 		t.Fatalf("results %v, want 10 entries", results)
 	}
 	for id, outcome := range results {
@@ -397,12 +401,81 @@ func TestPushedEventsAreStoredAndWake(t *testing.T) {
 		}
 	}
 
-	// A room no RoomSync names is refused, per PDU.
+	// A transaction of rooms no RoomSync names is refused whole; mixed with a room we
+	// replicate, those PDUs are refused one by one.
 	other := fixturepeer.MustGenerate(t, fixturepeer.RoomOptions{Seed: 64, Events: 10})
-	res := syncer.Receive(context.Background(), peer.ServerName(), []json.RawMessage{other.Events[5].JSON})
-	for _, outcome := range res {
-		if !strings.Contains(outcome, "not replicated") {
+	if res, err := syncer.Receive(context.Background(), peer.ServerName(), []json.RawMessage{other.Events[5].JSON}); !errors.Is(err, resolver.ErrRoomNotReplicated) {
+		t.Errorf("a transaction of a room nobody replicates: %v, %v; want %v", res, err, resolver.ErrRoomNotReplicated)
+	}
+	res, err := syncer.Receive(context.Background(), peer.ServerName(), []json.RawMessage{other.Events[5].JSON, room.Events[199].JSON})
+	if err != nil || res[string(room.Events[199].ID)] != "" || len(res) != 2 {
+		t.Fatalf("a mixed transaction: %v, %v", res, err)
+	}
+	for id, outcome := range res {
+		if id != string(room.Events[199].ID) && !strings.Contains(outcome, "not replicated") {
 			t.Errorf("a PDU of a room nobody replicates: %q", outcome)
 		}
+	}
+}
+
+// TestInviteWakesAJoin: a RoomSync whose room needs no join (IfNeeded, interval 1h) stays out
+// until a member invites our user; the invite is countersigned and wakes the RoomSync, which
+// joins within seconds, without a poll. Invites to a room whose RoomSync says Never, or that
+// no RoomSync names, are refused.
+func TestInviteWakesAJoin(t *testing.T) {
+	room := fixturepeer.MustGenerate(t, fixturepeer.RoomOptions{Seed: 65, Events: 100})
+	peer := fixturepeer.Start(t, room)
+	ns := newNamespace(t)
+	rs := fixtureRoomSync(ns, "invited", room, peer)
+	rs.Spec.Interval = &metav1.Duration{Duration: time.Hour}
+	if err := k8sClient.Create(context.Background(), rs); err != nil {
+		t.Fatal(err)
+	}
+	key := client.ObjectKeyFromObject(rs)
+	got := waitForCondition(t, key, roomsyncv1alpha1.ReadyCondition, metav1.ConditionTrue, roomsyncv1alpha1.ReasonConverged)
+	if m := got.Status.Rooms[0].Membership; m != resolver.MembershipNotJoined {
+		t.Fatalf("membership %q before any invite, want NotJoined", m)
+	}
+
+	ourUser := id.NewUserID("roomsync", operatorServer)
+	invite := func(p *fixturepeer.Peer, r *fixturepeer.Room) (json.RawMessage, error) {
+		raw, eventID, err := p.Invite(ourUser)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return syncer.Invite(context.Background(), p.ServerName(), federation.Invite{
+			RoomID: string(r.ID), EventID: string(eventID), RoomVersion: string(r.Version), Event: raw,
+		})
+	}
+	if _, err := invite(peer, room); err != nil {
+		t.Fatalf("invite refused: %v", err)
+	}
+	waitForStatus(t, key, func(got *roomsyncv1alpha1.RoomSync) error {
+		if m := got.Status.Rooms[0].Membership; m != resolver.MembershipJoined {
+			return fmt.Errorf("membership %q (%s), want Joined", m, got.Status.Rooms[0].MembershipReason)
+		}
+		return nil
+	})
+	if !peer.Joined(operatorServer) {
+		t.Error("the peer did not see our join")
+	}
+
+	other := fixturepeer.MustGenerate(t, fixturepeer.RoomOptions{Seed: 66, Events: 20})
+	otherPeer := fixturepeer.Start(t, other)
+	if _, err := invite(otherPeer, other); !errors.Is(err, resolver.ErrRoomNotReplicated) {
+		t.Errorf("invite to a room nobody names: %v, want %v", err, resolver.ErrRoomNotReplicated)
+	}
+	never := fixtureRoomSync(ns, "never", other, otherPeer)
+	never.Spec.Membership = &roomsyncv1alpha1.Membership{Join: roomsyncv1alpha1.JoinNever}
+	if err := k8sClient.Create(context.Background(), never); err != nil {
+		t.Fatal(err)
+	}
+	waitForCondition(t, client.ObjectKeyFromObject(never), roomsyncv1alpha1.ReadyCondition, metav1.ConditionTrue, roomsyncv1alpha1.ReasonConverged)
+	var refusal mautrix.RespError
+	if _, err := invite(otherPeer, other); !errors.As(err, &refusal) || refusal.StatusCode != http.StatusForbidden {
+		t.Errorf("invite under the policy Never: %v, want 403", err)
+	}
+	if otherPeer.Joined(operatorServer) {
+		t.Error("joined under the policy Never")
 	}
 }

@@ -52,6 +52,8 @@ type session struct {
 	resolver   *resolver.Resolver
 	// rooms are the spec's rooms: a room no session names any more is left.
 	rooms []string
+	// join is the spec's membership policy: an invite goes to a session that may join.
+	join resolver.JoinPolicy
 }
 
 // resolverFor returns the RoomSync's resolver, building it for a new spec generation. Rooms
@@ -106,7 +108,7 @@ func (s *Syncer) resolverFor(ctx context.Context, obj *roomsyncv1alpha1.RoomSync
 		s.sessions = map[types.NamespacedName]*session{}
 	}
 	res.SetRooms(rooms)
-	s.sessions[key] = &session{uid: obj.UID, generation: obj.Generation, resolver: res, rooms: rooms}
+	s.sessions[key] = &session{uid: obj.UID, generation: obj.Generation, resolver: res, rooms: rooms, join: join}
 	return res, nil
 }
 

@@ -43,6 +43,8 @@ func (p *pass) needsJoin(ctx context.Context) (bool, string, error) {
 		return false, "", err
 	case m.State == store.MembershipJoined:
 		return false, "", nil
+	case m.State == store.MembershipInvited:
+		return true, m.Reason, nil
 	case m.State == store.MembershipJoinFailed && p.r.cfg.Now().Sub(m.UpdatedAt) < joinRetryAfter:
 		return false, "", nil
 	}
@@ -281,6 +283,7 @@ const (
 	MembershipJoined     = store.MembershipJoined
 	MembershipJoinFailed = store.MembershipJoinFailed
 	MembershipLeft       = store.MembershipLeft
+	MembershipInvited    = store.MembershipInvited
 	// MembershipNotJoined is the membership of a room we never joined.
 	MembershipNotJoined = "NotJoined"
 )

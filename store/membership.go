@@ -13,16 +13,19 @@ const (
 	MembershipJoined     = "Joined"
 	MembershipJoinFailed = "JoinFailed"
 	MembershipLeft       = "Left"
+	// MembershipInvited: a member invited us and we countersigned the invite; the join is
+	// next.
+	MembershipInvited = "Invited"
 )
 
 // Membership is what one of our users did in a room.
 type Membership struct {
 	RoomID, UserID string
-	// State is MembershipJoined, MembershipJoinFailed or MembershipLeft.
+	// State is MembershipJoined, MembershipJoinFailed, MembershipLeft or MembershipInvited.
 	State string
-	// Reason says why a join failed.
+	// Reason says why a join failed, or who invited us.
 	Reason string
-	// EventID is our join (or leave) event, when there is one.
+	// EventID is our join, leave or invite event, when there is one.
 	EventID   string
 	UpdatedAt time.Time
 }

@@ -285,12 +285,13 @@ type RoomStatus struct {
 	// LastSyncTime is when the last sync pass of this room ended.
 	// +optional
 	LastSyncTime *metav1.Time `json:"lastSyncTime,omitempty"`
-	// Membership is our user's membership of the room: `Joined`, `NotJoined`, `JoinFailed`
-	// (with membershipReason) or `Left`.
+	// Membership is our user's membership of the room: `Joined`, `NotJoined`, `Invited`
+	// (a member invited us; the join follows), `JoinFailed` (with membershipReason) or `Left`.
 	// +optional
-	// +kubebuilder:validation:Enum=Joined;NotJoined;JoinFailed;Left
+	// +kubebuilder:validation:Enum=Joined;NotJoined;Invited;JoinFailed;Left
 	Membership string `json:"membership,omitempty"`
-	// MembershipReason says why a join failed, or why a peer refused us as a non-member.
+	// MembershipReason says why a join failed, why a peer refused us as a non-member, or who
+	// invited us.
 	// +optional
 	MembershipReason string `json:"membershipReason,omitempty"`
 	// Redacted is the number of events held only in redacted form (the copy a non-member

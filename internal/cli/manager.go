@@ -135,8 +135,9 @@ func runManager(args []string, _, stderr io.Writer) int {
 		Metrics:               controllers.NewMetrics(),
 		Log:                   ctrl.Log.WithName("resolver"),
 	}
-	// The listener serves our key and takes the events peers push to rooms we joined
-	// (PUT /send), checking each request's X-Matrix signature.
+	// The listener serves our key, takes the events peers push to rooms we joined (PUT /send)
+	// and the invites of our user (PUT /v2/invite), checking each request's X-Matrix
+	// signature.
 	inboundKeys, closeInbound, err := resolver.InboundKeys(st, opts.serverName, key, opts.allowPrivateNetworks, opts.insecureSkipVerify)
 	if err != nil {
 		return badInput(stderr, fs, err)
@@ -145,6 +146,7 @@ func runManager(args []string, _, stderr io.Writer) int {
 	_, stopKeyServer, err := opts.keyServer(key, Version, func(srv *federation.Server) {
 		srv.RequireAuth(opts.serverName, inboundKeys)
 		srv.HandleSend(syncer.Receive)
+		srv.HandleInvite(syncer.Invite)
 	})
 	if err != nil {
 		return badInput(stderr, fs, err)

@@ -150,3 +150,30 @@ func Reachable(peers ...*Peer) (reached, gaps EventSet) {
 	}
 	return Closure(peers[0].Room(), from, holders...)
 }
+
+// Pusher returns a mautrix federation client that signs requests as the peer (its server
+// name and key) and sends each, whatever server it names, over plain HTTP to addr: the peer
+// pushing transactions or invites to a listener under test. tamper, when not nil, changes
+// each request after it is signed.
+func (p *Peer) Pusher(addr string, tamper func(*http.Request)) *federation.Client {
+	c := federation.NewClient(p.name, p.key, nil, exhttp.ClientSettings{})
+	c.AllowIP = func(net.IP) bool { return true }
+	c.HTTP.Transport = pushTransport{addr: addr, tamper: tamper}
+	return c
+}
+
+type pushTransport struct {
+	addr   string
+	tamper func(*http.Request)
+}
+
+func (t pushTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	out := req.Clone(req.Context())
+	// Host stays the destination the request was signed for.
+	out.Host = req.URL.Host
+	out.URL.Scheme, out.URL.Host = "http", t.addr
+	if t.tamper != nil {
+		t.tamper(out)
+	}
+	return http.DefaultTransport.RoundTrip(out)
+}

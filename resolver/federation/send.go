@@ -3,6 +3,7 @@ package federation
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 
 	"maunium.net/go/mautrix"
@@ -22,8 +23,10 @@ const (
 
 // PDUReceiver takes the PDUs of a transaction from origin (the server that signed the
 // request) and says, per event ID, what became of each: "" for accepted, else why it was
-// refused. PDUs it cannot name get no entry.
-type PDUReceiver func(ctx context.Context, origin string, pdus []json.RawMessage) map[string]string
+// refused. PDUs it cannot name get no entry. An error refuses the whole transaction: a
+// mautrix.RespError is answered as it is (403 M_FORBIDDEN when none of its rooms is ours),
+// any other as a 500.
+type PDUReceiver func(ctx context.Context, origin string, pdus []json.RawMessage) (map[string]string, error)
 
 // transaction is the body of /send. The origin in the body is not used: the one that counts
 // is the server whose signature the request carries. EDUs are counted, never read.
@@ -52,6 +55,19 @@ func (s *Server) HandleSend(receive PDUReceiver) {
 		}))
 }
 
+// writeError answers err: as the Matrix error it is, or as a 500 M_UNKNOWN.
+func writeError(w http.ResponseWriter, err error) {
+	var respErr mautrix.RespError
+	if errors.As(err, &respErr) {
+		if respErr.StatusCode == 0 {
+			respErr.StatusCode = http.StatusBadRequest
+		}
+		respErr.Write(w)
+		return
+	}
+	mautrix.MUnknown.WithStatus(http.StatusInternalServerError).WithMessage("%v", err).Write(w)
+}
+
 func serveSend(w http.ResponseWriter, r *http.Request, receive PDUReceiver) {
 	var txn transaction
 	if err := json.NewDecoder(r.Body).Decode(&txn); err != nil {
@@ -64,12 +80,21 @@ func serveSend(w http.ResponseWriter, r *http.Request, receive PDUReceiver) {
 		return
 	}
 	origin := mfed.OriginServerName(r.Context())
-	results := receive(r.Context(), origin, txn.PDUs)
+	results, err := receive(r.Context(), origin, txn.PDUs)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
 	resp := mfed.RespSendTransaction{PDUs: make(map[id.EventID]mfed.PDUProcessingResult, len(results))}
 	for eventID, errText := range results {
 		resp.PDUs[id.EventID(eventID)] = mfed.PDUProcessingResult{Error: errText}
 	}
-	body, err := json.Marshal(resp)
+	writeJSON(w, resp)
+}
+
+// writeJSON answers 200 with v as JSON.
+func writeJSON(w http.ResponseWriter, v any) {
+	body, err := json.Marshal(v)
 	if err != nil {
 		mautrix.MUnknown.WithStatus(http.StatusInternalServerError).WithMessage("encode answer: %v", err).Write(w)
 		return

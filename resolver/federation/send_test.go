@@ -4,15 +4,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"go.mau.fi/util/exhttp"
+	"maunium.net/go/mautrix"
 	mfed "maunium.net/go/mautrix/federation"
 
 	"github.com/roomsync/roomsync/internal/fixturepeer"
@@ -25,13 +25,17 @@ const sendTestServer = "us.example"
 type sendSetup struct {
 	addr   string
 	origin *fixturepeer.Peer
-	room   *fixturepeer.Room
+	// other is a second server whose key we can fetch.
+	other *fixturepeer.Peer
+	room  *fixturepeer.Room
 	// signer signs as the origin; tamper, when set, changes each request after it is signed.
 	signer *mfed.Client
 	tamper func(*http.Request)
 
 	mu  sync.Mutex
 	got []receivedTxn
+	// refuse, when set, is the receiver's answer to every transaction.
+	refuse error
 }
 
 type receivedTxn struct {
@@ -39,22 +43,26 @@ type receivedTxn struct {
 	pdus   []json.RawMessage
 }
 
-func newSendSetup(t *testing.T, withReceiver bool) *sendSetup {
+func newSendSetup(t *testing.T, withReceiver bool, configure ...func(*Server)) *sendSetup {
 	t.Helper()
 	room := fixturepeer.MustGenerate(t, fixturepeer.RoomOptions{Seed: 7, Events: 30})
-	origin := fixturepeer.Start(t, room)
-	ep, err := ParseEndpoint(origin.URL(), true)
-	if err != nil {
-		t.Fatal(err)
+	origin, other := fixturepeer.Start(t, room), fixturepeer.Start(t, room)
+	endpoints := map[string]Endpoint{}
+	for _, p := range []*fixturepeer.Peer{origin, other} {
+		ep, err := ParseEndpoint(p.URL(), true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		endpoints[p.ServerName()] = ep
 	}
 	client, err := NewClient(Options{ServerName: sendTestServer, Key: mfed.GenerateSigningKey(),
-		Endpoints: map[string]Endpoint{origin.ServerName(): ep}, RequestTimeout: 5 * time.Second})
+		Endpoints: endpoints, RequestTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(client.Close)
 
-	s := &sendSetup{origin: origin, room: room}
+	s := &sendSetup{origin: origin, other: other, room: room}
 	srv := NewServer()
 	srv.HandleKeys(sendTestServer, mfed.GenerateSigningKey(), "test")
 	srv.RequireAuth(sendTestServer, NewKeyRing(client, StaticNotaries()))
@@ -63,38 +71,35 @@ func newSendSetup(t *testing.T, withReceiver bool) *sendSetup {
 	} else {
 		srv.HandleSend(nil)
 	}
+	for _, c := range configure {
+		c(srv)
+	}
 	s.addr = serve(t, srv)
 
-	s.signer = mfed.NewClient(origin.ServerName(), origin.Key(), nil, exhttp.ClientSettings{})
-	s.signer.AllowIP = func(net.IP) bool { return true }
-	s.signer.HTTP.Transport = roundTripFunc(func(req *http.Request) (*http.Response, error) {
-		out := req.Clone(req.Context())
-		out.URL.Scheme, out.URL.Host, out.Host = "http", s.addr, sendTestServer
+	s.signer = origin.Pusher(s.addr, func(r *http.Request) {
 		if s.tamper != nil {
-			s.tamper(out)
+			s.tamper(r)
 		}
-		return http.DefaultTransport.RoundTrip(out)
 	})
 	return s
 }
 
 // receive records what it got and names the PDUs by position: the first one refused, the
 // others accepted, so that the answer shows both shapes.
-func (s *sendSetup) receive(_ context.Context, origin string, pdus []json.RawMessage) map[string]string {
+func (s *sendSetup) receive(_ context.Context, origin string, pdus []json.RawMessage) (map[string]string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.got = append(s.got, receivedTxn{origin: origin, pdus: pdus})
+	if s.refuse != nil {
+		return nil, s.refuse
+	}
 	out := map[string]string{}
 	for i := range pdus {
 		out[fmt.Sprintf("$event%d", i)] = ""
 	}
 	out["$event0"] = "refused for the test"
-	return out
+	return out, nil
 }
-
-type roundTripFunc func(*http.Request) (*http.Response, error)
-
-func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
 // signedSend PUTs a transaction with pdus PDUs of the room and edus EDUs, signed as the origin.
 func (s *sendSetup) signedSend(t *testing.T, txnID string, pdus, edus int) (int, []byte) {
@@ -240,5 +245,63 @@ func TestSendWithoutReceiverIsUnrecognized(t *testing.T) {
 	status, body := s.signedSend(t, "txn1", 1, 0)
 	if status != http.StatusNotFound || errcode(body) != "M_UNRECOGNIZED" {
 		t.Errorf("status %d errcode %q, want 404 M_UNRECOGNIZED", status, errcode(body))
+	}
+}
+
+// A receiver's error refuses the whole transaction: a Matrix error as it is (403 for a
+// transaction of rooms we do not replicate), anything else as a 500.
+func TestSendRefusedWhole(t *testing.T) {
+	s := newSendSetup(t, true)
+	for _, tc := range []struct {
+		err        error
+		wantStatus int
+		wantCode   string
+	}{
+		{mautrix.MForbidden.WithMessage("room not replicated here"), http.StatusForbidden, "M_FORBIDDEN"},
+		{errors.New("disk on fire"), http.StatusInternalServerError, "M_UNKNOWN"},
+	} {
+		s.mu.Lock()
+		s.refuse = tc.err
+		s.mu.Unlock()
+		status, body := s.signedSend(t, "whole-"+tc.wantCode, 1, 0)
+		if status != tc.wantStatus || errcode(body) != tc.wantCode {
+			t.Errorf("receiver error %v: status %d errcode %q (%s), want %d %q", tc.err, status, errcode(body), body, tc.wantStatus, tc.wantCode)
+		}
+	}
+}
+
+// Past its burst an origin gets 429 M_LIMIT_EXCEEDED with the wait, and the receiver does not
+// see the refused requests; another origin keeps its own budget.
+func TestSendRateLimitedPerOrigin(t *testing.T) {
+	s := newSendSetup(t, true, func(srv *Server) { srv.OriginRate, srv.OriginBurst = 0.5, 3 })
+	for i := range 3 {
+		if status, body := s.signedSend(t, fmt.Sprintf("rl%d", i), 1, 0); status != http.StatusOK {
+			t.Fatalf("request %d within the burst: status %d (%s)", i, status, body)
+		}
+	}
+	status, body := s.signedSend(t, "rl3", 1, 0)
+	var e struct {
+		ErrCode      string `json:"errcode"`
+		RetryAfterMS int64  `json:"retry_after_ms"`
+	}
+	_ = json.Unmarshal(body, &e)
+	if status != http.StatusTooManyRequests || e.ErrCode != "M_LIMIT_EXCEEDED" || e.RetryAfterMS <= 0 || e.RetryAfterMS > 2000 {
+		t.Errorf("request past the burst: status %d %s, want 429 M_LIMIT_EXCEEDED with retry_after_ms in (0, 2000]", status, body)
+	}
+	s.mu.Lock()
+	if len(s.got) != 3 {
+		t.Errorf("the receiver saw %d transactions, want the 3 within the burst", len(s.got))
+	}
+	s.mu.Unlock()
+
+	signer := s.other.Pusher(s.addr, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, resp, err := signer.MakeFullRequest(ctx, mfed.RequestParams{
+		ServerName: sendTestServer, Method: http.MethodPut, Path: mfed.URLPath{"v1", "send", "other"},
+		Authenticate: true, RequestJSON: map[string]any{"pdus": []any{}},
+	})
+	if resp == nil || resp.StatusCode != http.StatusOK {
+		t.Errorf("another origin: %v %v, want 200", resp, err)
 	}
 }

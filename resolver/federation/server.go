@@ -44,10 +44,17 @@ type Server struct {
 	WriteTimeout      time.Duration
 	IdleTimeout       time.Duration
 	MaxHeaderBytes    int
+	// OriginRate and OriginBurst limit the authenticated requests of each origin (requests a
+	// second, and how many may come at once); past them it gets 429 M_LIMIT_EXCEEDED.
+	OriginRate  float64
+	OriginBurst int
 
 	mux *http.ServeMux
 	// auth checks the X-Matrix signatures of HandleAuthenticated routes (see RequireAuth).
 	auth *mfed.ServerAuth
+	// limiter is made from OriginRate and OriginBurst at the first authenticated request.
+	limiter     *originLimiter
+	limiterOnce sync.Once
 
 	once sync.Once
 	srv  *http.Server
@@ -61,6 +68,8 @@ func NewServer() *Server {
 		WriteTimeout:      DefaultWriteTimeout,
 		IdleTimeout:       DefaultIdleTimeout,
 		MaxHeaderBytes:    DefaultMaxHeaderBytes,
+		OriginRate:        DefaultOriginRate,
+		OriginBurst:       DefaultOriginBurst,
 		mux:               http.NewServeMux(),
 	}
 }

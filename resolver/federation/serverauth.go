@@ -28,7 +28,8 @@ func (s *Server) RequireAuth(serverName string, ring *KeyRing) {
 
 // HandleAuthenticated is Handle for a route that only answers requests signed by their origin
 // (X-Matrix): a request without a valid signature gets 401 M_UNAUTHORIZED, as does every
-// request while RequireAuth has not been called. The handler finds the origin with
+// request while RequireAuth has not been called. Each origin's requests are rate-limited
+// (OriginRate, OriginBurst): past the limit it gets 429 M_LIMIT_EXCEEDED. The handler finds the origin with
 // mautrix's federation.OriginServerName. The body limit applies first, so an oversized body
 // is refused (413) before any key is fetched for it.
 func (s *Server) HandleAuthenticated(method, path string, maxBody int64, h http.Handler) {
@@ -49,8 +50,20 @@ func (s *Server) authenticate(h http.Handler) http.Handler {
 			rerr.Write(w)
 			return
 		}
+		// Counted after the signature holds: a forged origin must not spend a real one's
+		// budget.
+		origin := mfed.OriginServerName(authed.Context())
+		if ok, wait := s.originLimiter().reserve(origin, time.Now()); !ok {
+			refuseRateLimited(w, origin, wait)
+			return
+		}
 		h.ServeHTTP(w, authed)
 	})
+}
+
+func (s *Server) originLimiter() *originLimiter {
+	s.limiterOnce.Do(func() { s.limiter = newOriginLimiter(s.OriginRate, s.OriginBurst) })
+	return s.limiter
 }
 
 // keyIDContextKey carries the key ID of a request's X-Matrix header to ringKeyCache.

@@ -1,0 +1,56 @@
+package fixturepeer
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"encoding/json/jsontext"
+	"maunium.net/go/mautrix/crypto/canonicaljson"
+	"maunium.net/go/mautrix/federation/pdu"
+	"maunium.net/go/mautrix/id"
+)
+
+// Invite makes an invite of invitee to the peer's room, sent by @inviter on the peer's own
+// server and signed with the peer's key, on top of the room's heads: what the peer would send
+// to the invitee's server with PUT /v2/invite. The inviter is not a member of the generated
+// room, so the event is well signed but not authorized by the room's rules. Room versions 1
+// and 2 are not supported.
+func (p *Peer) Invite(invitee id.UserID) (json.RawMessage, id.EventID, error) {
+	r := p.primary.room
+	if r.Version.EventIDFormat() == id.EventIDFormatCustom {
+		return nil, "", fmt.Errorf("fixturepeer: invites in room version %s are not supported", r.Version)
+	}
+	var depth int64
+	for _, h := range r.heads {
+		depth = max(depth, r.Events[h].Depth)
+	}
+	auth := []int32{r.powerIdx, r.rulesIdx}
+	if !r.Version.RoomIDIsCreateEventID() {
+		auth = append(auth, 0)
+	}
+	stateKey := string(invitee)
+	ev := &pdu.PDU{
+		AuthEvents:     r.ids(auth),
+		Content:        jsontext.Value(`{"membership":"invite"}`),
+		Depth:          depth + 1,
+		OriginServerTS: time.Now().UnixMilli(),
+		PrevEvents:     r.ids(r.heads),
+		RoomID:         r.ID,
+		Sender:         id.NewUserID("inviter", p.name),
+		StateKey:       &stateKey,
+		Type:           "m.room.member",
+	}
+	if err := ev.Sign(r.Version, p.name, p.key.ID, p.key.Priv); err != nil {
+		return nil, "", fmt.Errorf("fixturepeer: sign invite: %w", err)
+	}
+	eventID, err := ev.GetEventID(r.Version)
+	if err != nil {
+		return nil, "", fmt.Errorf("fixturepeer: invite event ID: %w", err)
+	}
+	raw, err := canonicaljson.Marshal(ev)
+	if err != nil {
+		return nil, "", fmt.Errorf("fixturepeer: encode invite: %w", err)
+	}
+	return raw, eventID, nil
+}
