@@ -116,6 +116,15 @@ func TestDecide(t *testing.T) {
 			wantAfter:   [2]time.Duration{54 * time.Second, 66 * time.Second},
 		},
 		{
+			name:        "a room we may not join and cannot see (invite-only): the refusal is an answer, JoinFailed",
+			rooms:       []roomsyncv1alpha1.RoomStatus{{ID: "!a", Membership: resolver.MembershipJoinFailed, MembershipReason: "b: 403 M_FORBIDDEN: not invited"}},
+			results:     []resolver.RoomResult{{RoomID: "!a", Membership: resolver.MembershipJoinFailed, MembershipReason: "b: 403 M_FORBIDDEN: not invited"}},
+			peers:       healthy,
+			want:        conditions{ready: "False/" + roomsyncv1alpha1.ReasonJoinFailed, reconciling: "True/" + roomsyncv1alpha1.ReasonJoinFailed},
+			wantMessage: "0 of 1 rooms converged, 0 gaps left; joining !a failed: b: 403 M_FORBIDDEN: not invited",
+			wantAfter:   [2]time.Duration{54 * time.Second, 66 * time.Second},
+		},
+		{
 			name:        "refused as a non-member with joining off: NotAMember, back at the interval",
 			rooms:       []roomsyncv1alpha1.RoomStatus{{ID: "!a", Membership: resolver.MembershipNotJoined, MembershipReason: "refused as a non-member: b: 403"}},
 			results:     []resolver.RoomResult{{RoomID: "!a", PeersAnswered: 1}},

@@ -95,7 +95,9 @@ func decide(obj *roomsyncv1alpha1.RoomSync, results []resolver.RoomResult, peers
 
 	answered, progress, more := false, false, false
 	for _, r := range results {
-		answered = answered || r.PeersAnswered > 0
+		// A peer that refused us (as a non-member, or our join) answered too.
+		refused := r.Membership == resolver.MembershipJoinFailed || (r.Membership == resolver.MembershipNotJoined && r.MembershipReason != "")
+		answered = answered || r.PeersAnswered > 0 || refused
 		progress = progress || r.Stored > 0
 		more = more || r.BudgetExhausted
 	}

@@ -145,3 +145,41 @@ func TestInviteRefusals(t *testing.T) {
 		})
 	}
 }
+
+// An invite-only room on a peer that shows nothing to non-members and does not serve
+// /timestamp_to_event (as Dendrite v0.13.8): before the invite, IfNeeded can neither see nor
+// join the room, and says why (JoinFailed, the peer's refusal); once invited, the next pass
+// joins, learns the room version from make_join, and converges.
+func TestInviteOnlyRoomJoinsOnceInvited(t *testing.T) {
+	key := mfed.GenerateSigningKey()
+	room := fixturepeer.MustGenerate(t, fixturepeer.RoomOptions{Seed: 94, Events: 120})
+	peer := fixturepeer.StartSynapseLike(t, room, fixturepeer.WithInviteOnly(), fixturepeer.WithoutTimestampToEvent(),
+		fixturepeer.WithJoinKey(ourServer, key.ID, key.Pub))
+	h := newHarness(t, room, []*fixturepeer.Peer{peer}, withJoin(resolver.JoinIfNeeded, key))
+	h.res.SetRooms([]string{string(room.ID)})
+	ctx := context.Background()
+
+	r, err := h.res.SyncRoom(ctx, string(room.ID), resolver.History{})
+	if err == nil || r.Membership != resolver.MembershipJoinFailed || !strings.Contains(r.MembershipReason, fixturepeer.ErrNotInvited) {
+		t.Fatalf("pass before the invite: %+v (%v); want JoinFailed saying %q", r, err, fixturepeer.ErrNotInvited)
+	}
+	if len(h.storedIDs()) != 0 {
+		t.Fatal("events stored before we could see the room")
+	}
+
+	raw, eventID, err := peer.Invite(ourUser)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.invite(peer.ServerName(), federation.Invite{RoomID: string(room.ID), EventID: string(eventID), RoomVersion: string(room.Version), Event: raw}); err != nil {
+		t.Fatalf("invite refused: %v", err)
+	}
+	results := h.syncUntilDone(5)
+	if last := results[len(results)-1]; !last.Converged || last.Membership != resolver.MembershipJoined {
+		t.Fatalf("after the invite, last pass %+v; want joined and converged", last)
+	}
+	if !peer.Joined(ourServer) {
+		t.Error("the peer did not see our join")
+	}
+	h.assertAllValid()
+}

@@ -32,6 +32,13 @@ const (
 // joinRetryAfter is how long a failed join waits before the next try.
 const joinRetryAfter = 5 * time.Minute
 
+// A join after an invite is tried invitedJoinRounds times, invitedJoinPause apart, before it
+// counts as failed.
+const (
+	invitedJoinRounds = 5
+	invitedJoinPause  = time.Second
+)
+
 // needsJoin says whether the pass should join now, and why.
 func (p *pass) needsJoin(ctx context.Context) (bool, string, error) {
 	if p.r.cfg.Join == JoinNever || p.r.cfg.Join == "" {
@@ -70,22 +77,42 @@ func (p *pass) needsJoin(ctx context.Context) (bool, string, error) {
 // membership either way, and says whether we are in.
 func (p *pass) join(ctx context.Context, why string) (bool, error) {
 	p.log.Info("Joining the room", "user", p.r.cfg.JoinUserID, "reason", why)
+	m, err := p.membership(ctx)
+	if err != nil {
+		return false, err
+	}
+	rounds := 1
+	if m.State == store.MembershipInvited {
+		// The server that invited us stores its invite only once we have countersigned it,
+		// so a join right after the invite may be refused as not invited yet.
+		rounds = invitedJoinRounds
+	}
 	var failures []string
-	for _, peer := range p.r.cfg.Peers.Available("make_join") {
-		if ctx.Err() != nil {
-			return false, ctx.Err()
+	for round := range rounds {
+		if round > 0 {
+			select {
+			case <-ctx.Done():
+				return false, ctx.Err()
+			case <-time.After(invitedJoinPause):
+			}
 		}
-		eventID, err := p.joinThrough(ctx, peer)
-		if err != nil {
-			failures = append(failures, fmt.Sprintf("%s: %v", peer, err))
-			continue
+		failures = failures[:0]
+		for _, peer := range p.r.cfg.Peers.Available("make_join") {
+			if ctx.Err() != nil {
+				return false, ctx.Err()
+			}
+			eventID, err := p.joinThrough(ctx, peer)
+			if err != nil {
+				failures = append(failures, fmt.Sprintf("%s: %v", peer, err))
+				continue
+			}
+			if err := p.setMembership(ctx, store.Membership{State: store.MembershipJoined, EventID: eventID}); err != nil {
+				return false, err
+			}
+			// What was refused to a non-member may be given now: every peer and gap again.
+			p.r.cfg.Peers.RetryAll()
+			return true, nil
 		}
-		if err := p.setMembership(ctx, store.Membership{State: store.MembershipJoined, EventID: eventID}); err != nil {
-			return false, err
-		}
-		// What was refused to a non-member may be given now: every peer and gap again.
-		p.r.cfg.Peers.RetryAll()
-		return true, nil
 	}
 	reason := "no peer let us join"
 	if len(failures) > 0 {
@@ -136,6 +163,11 @@ func (p *pass) joinThrough(ctx context.Context, peer string) (string, error) {
 	}
 	if p.version != "" && string(version) != p.version {
 		return "", fmt.Errorf("make_join names room version %s, the room is %s", version, p.version)
+	}
+	if p.version == "" {
+		// Nothing else told us; the state we are sent verifies under it, create event
+		// included, or none of it is stored.
+		p.version = string(version)
 	}
 	event, eventID, err := p.signMembership(version, tmpl.raw, "join")
 	if err != nil {

@@ -33,7 +33,7 @@ const maxRequestsPerEvent = 1
 const maxHeadsPerPeer = 50
 
 // errNoRoomVersion: no peer told us the room version, so no event can be verified.
-var errNoRoomVersion = errors.New("room version unknown: no peer answered make_join and no create event is stored")
+var errNoRoomVersion = errors.New("room version unknown: no peer let us see the room or join it, and no create event is stored")
 
 // pass is one bounded sync pass over one room.
 type pass struct {
@@ -99,7 +99,19 @@ func (p *pass) run(ctx context.Context) error {
 		}
 	}
 	if p.version == "" {
-		return errNoRoomVersion
+		// Nothing of the room is known and no peer named its version. Joining is the last
+		// way in (Always, an invite we took, or IfNeeded after make_join refused us): the
+		// join template names the version.
+		joined, err := p.maybeJoin(ctx)
+		if err != nil {
+			return err
+		}
+		if !joined {
+			if err := p.membershipStatus(ctx); err != nil {
+				return err
+			}
+			return errNoRoomVersion
+		}
 	}
 
 	// With the Always policy, join before pulling: what we pull is then what a member sees.
@@ -600,7 +612,8 @@ func (p *pass) summarize(ctx context.Context, heads []string) error {
 }
 
 // noteRefusal records a 403 that refuses us as a non-member (see refusals): on /backfill or
-// /get_missing_events, or on /event for eventID, a head the peer itself named.
+// /get_missing_events, on make_join (an invite-only room, say), or on /event for eventID, a
+// head the peer itself named.
 func (p *pass) noteRefusal(peer, endpoint, eventID string, err error) {
 	if outcome, _ := federation.Classify(err); outcome != federation.OutcomeForbidden {
 		return
@@ -608,7 +621,7 @@ func (p *pass) noteRefusal(peer, endpoint, eventID string, err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	switch {
-	case endpoint == "backfill", endpoint == "get_missing_events",
+	case endpoint == "backfill", endpoint == "get_missing_events", endpoint == "make_join",
 		endpoint == "event" && p.announced[peer][eventID]:
 		p.refusals = append(p.refusals, fmt.Sprintf("%s: %s", peer, err))
 	}

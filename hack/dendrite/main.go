@@ -24,6 +24,7 @@ const usageText = `usage: hack/dendrite.sh build
        hack/dendrite.sh start DIR HTTPS_PORT HTTP_PORT
        hack/dendrite.sh stop DIR [--clean]
        hack/dendrite.sh seed DIR HTTP_PORT COUNT [--room ROOM_ID] [--join-from SERVER_NAME] [--parallel N] [--user LOCALPART]
+                                [--history VISIBILITY] [--join-rule RULE]
        hack/dendrite.sh event-ids DIR HTTP_PORT ROOM_ID [--user LOCALPART]
        hack/dendrite.sh paginate DIR HTTP_PORT ROOM_ID [--join-from SERVER_NAME] [--limit N] [--user LOCALPART]`
 

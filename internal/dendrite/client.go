@@ -206,3 +206,12 @@ func (c *Client) join(ctx context.Context, room, server string) error {
 	}
 	return nil
 }
+
+// Invite invites userID to room; for a user of another server, Dendrite asks that server to
+// countersign the invite (PUT /v2/invite) before it answers, and fails when it refuses.
+func (c *Client) Invite(ctx context.Context, room, userID string) error {
+	if err := c.do(ctx, http.MethodPost, roomPath(room)+"/invite", map[string]string{"user_id": userID}, nil); err != nil {
+		return fmt.Errorf("inviting %s to %s: %w", userID, room, err)
+	}
+	return nil
+}

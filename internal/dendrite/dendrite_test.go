@@ -22,8 +22,8 @@ func TestNextFrom(t *testing.T) {
 }
 
 func TestParseSeedArgs(t *testing.T) {
-	o, err := ParseSeedArgs([]string{"--room", "!r:x", "--join-from", "127.0.0.1:1", "--parallel", "3", "--user", "u"})
-	if err != nil || o.Room != "!r:x" || o.JoinFrom != "127.0.0.1:1" || o.Parallel != 3 || o.User != "u" {
+	o, err := ParseSeedArgs([]string{"--room", "!r:x", "--join-from", "127.0.0.1:1", "--parallel", "3", "--user", "u", "--history", "shared", "--join-rule", "invite"})
+	if err != nil || o.Room != "!r:x" || o.JoinFrom != "127.0.0.1:1" || o.Parallel != 3 || o.User != "u" || o.History != "shared" || o.JoinRule != "invite" {
 		t.Fatalf("ParseSeedArgs = %+v, %v", o, err)
 	}
 	for _, bad := range [][]string{{"--join-from", "x"}, {"--room"}, {"--parallel", "0"}, {"--count", "3"}} {

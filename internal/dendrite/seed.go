@@ -25,12 +25,16 @@ type SeedOptions struct {
 	// History is a created room's history_visibility (default "world_readable", which
 	// non-members may read over federation; "shared" shows history to members only).
 	History string
+	// JoinRule is a created room's join rule (default "public"; "invite" lets in only the
+	// users a member invites).
+	JoinRule string
 	// Wait bounds the wait until /messages shows every sent event (default 2 min).
 	Wait time.Duration
 }
 
 // ParseSeedArgs reads the flags hack/dendrite.sh seed takes after its positional arguments:
-// --room ROOM_ID, --join-from SERVER_NAME, --parallel N, --user LOCALPART, --history VISIBILITY.
+// --room ROOM_ID, --join-from SERVER_NAME, --parallel N, --user LOCALPART, --history VISIBILITY,
+// --join-rule RULE.
 func ParseSeedArgs(args []string) (SeedOptions, error) {
 	var o SeedOptions
 	for i := 0; i < len(args); i += 2 {
@@ -47,6 +51,8 @@ func ParseSeedArgs(args []string) (SeedOptions, error) {
 			o.User = v
 		case "--history":
 			o.History = v
+		case "--join-rule":
+			o.JoinRule = v
 		case "--parallel":
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 1 {
@@ -95,7 +101,7 @@ func (c *Client) seed(ctx context.Context, o SeedOptions) (string, error) {
 	room := o.Room
 	if room == "" {
 		var err error
-		if room, err = c.createRoom(ctx, o.RoomVersion, o.History); err != nil {
+		if room, err = c.createRoom(ctx, o.RoomVersion, o.History, o.JoinRule); err != nil {
 			return "", err
 		}
 	} else {
@@ -105,7 +111,7 @@ func (c *Client) seed(ctx context.Context, o SeedOptions) (string, error) {
 		}
 		c.logf("%s joined %s in %v", c.UserID, room, time.Since(t0).Round(time.Millisecond))
 	}
-	sent, err := c.send(ctx, room, o.Count, o.Parallel)
+	sent, err := c.Send(ctx, room, o.Count, o.Parallel)
 	if err != nil {
 		return "", err
 	}
@@ -118,15 +124,19 @@ func (c *Client) seed(ctx context.Context, o SeedOptions) (string, error) {
 	return room, nil
 }
 
-func (c *Client) createRoom(ctx context.Context, version, history string) (string, error) {
+func (c *Client) createRoom(ctx context.Context, version, history, joinRule string) (string, error) {
 	if history == "" {
 		history = "world_readable"
+	}
+	if joinRule == "" {
+		joinRule = "public"
 	}
 	var created struct {
 		RoomID string `json:"room_id"`
 	}
-	// public_chat: join rule public, so other servers' users can join. History
-	// world_readable by default, so that non-members may read it over federation.
+	// public_chat: join rule public (unless told otherwise), so other servers' users can
+	// join. History world_readable by default, so that non-members may read it over
+	// federation.
 	err := c.do(ctx, http.MethodPost, "/_matrix/client/v3/createRoom", map[string]any{
 		"preset":       "public_chat",
 		"room_version": version,
@@ -135,6 +145,10 @@ func (c *Client) createRoom(ctx context.Context, version, history string) (strin
 			"type":      "m.room.history_visibility",
 			"state_key": "",
 			"content":   map[string]string{"history_visibility": history},
+		}, {
+			"type":      "m.room.join_rules",
+			"state_key": "",
+			"content":   map[string]string{"join_rule": joinRule},
 		}},
 	}, &created)
 	if err != nil {
@@ -144,9 +158,9 @@ func (c *Client) createRoom(ctx context.Context, version, history string) (strin
 	return created.RoomID, nil
 }
 
-// send sends count messages, parallel at a time, and returns their event IDs. Transaction IDs
+// Send sends count messages, parallel at a time, and returns their event IDs. Transaction IDs
 // are unique per call, so retries are idempotent.
-func (c *Client) send(ctx context.Context, room string, count, parallel int) ([]string, error) {
+func (c *Client) Send(ctx context.Context, room string, count, parallel int) ([]string, error) {
 	run := time.Now().UnixNano()
 	jobs := make(chan int)
 	sent := make([]string, count)
@@ -200,7 +214,7 @@ feed:
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if el := time.Since(t0); count > 0 {
+	if el := time.Since(t0); count > 1 {
 		c.logf("sent %d messages in %v (%.0f/s, %d in parallel)", count, el.Round(time.Millisecond), float64(count)/el.Seconds(), parallel)
 	}
 	return sent, nil

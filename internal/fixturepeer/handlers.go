@@ -333,6 +333,9 @@ func (p *Peer) makeJoin(req *http.Request, _ []lieState) (int, any) {
 	if homeserver != federation.ParseXMatrixAuth(req.Header.Get("Authorization")).Origin {
 		return errBody(http.StatusForbidden, "M_FORBIDDEN", "User is not on the requesting server")
 	}
+	if !p.mayJoin(p.rooms[r.ID], userID) {
+		return errBody(http.StatusForbidden, "M_FORBIDDEN", ErrNotInvited)
+	}
 	heads := hs.forwardExtremities()
 	if len(heads) == 0 {
 		return errBody(http.StatusNotFound, "M_NOT_FOUND", "No events in room")

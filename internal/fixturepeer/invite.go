@@ -13,7 +13,8 @@ import (
 
 // Invite makes an invite of invitee to the peer's room, sent by @inviter on the peer's own
 // server and signed with the peer's key, on top of the room's heads: what the peer would send
-// to the invitee's server with PUT /v2/invite. The inviter is not a member of the generated
+// to the invitee's server with PUT /v2/invite. From then on the invitee may join an
+// invite-only peer (WithInviteOnly). The inviter is not a member of the generated
 // room, so the event is well signed but not authorized by the room's rules. Room versions 1
 // and 2 are not supported.
 func (p *Peer) Invite(invitee id.UserID) (json.RawMessage, id.EventID, error) {
@@ -52,5 +53,8 @@ func (p *Peer) Invite(invitee id.UserID) (json.RawMessage, id.EventID, error) {
 	if err != nil {
 		return nil, "", fmt.Errorf("fixturepeer: encode invite: %w", err)
 	}
+	p.primary.mu.Lock()
+	p.primary.invited[invitee] = true
+	p.primary.mu.Unlock()
 	return raw, eventID, nil
 }

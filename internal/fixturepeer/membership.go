@@ -33,6 +33,25 @@ const ErrHostNotInRoom = "Host not in room."
 // the server ACL there). See also StartSynapseLike and Peer.SetMembersOnly.
 func WithMembersOnly() Option { return func(c *peerConfig) { c.membersOnly = true } }
 
+// WithInviteOnly makes make_join and send_join answer 403 {"errcode":"M_FORBIDDEN","error":
+// "You are not invited to this room."} to a user that Peer.Invite did not invite: a room with
+// join rule invite, as Synapse and Dendrite answer.
+func WithInviteOnly() Option { return func(c *peerConfig) { c.inviteOnly = true } }
+
+// ErrNotInvited is the error message of the 403 an invite-only peer answers a join of a user
+// not invited.
+const ErrNotInvited = "You are not invited to this room."
+
+// mayJoin reports whether user may join sr through the peer.
+func (p *Peer) mayJoin(sr *servedRoom, user id.UserID) bool {
+	if !p.inviteOnly {
+		return true
+	}
+	sr.mu.Lock()
+	defer sr.mu.Unlock()
+	return sr.invited[user]
+}
+
 // WithoutMinDepth makes /get_missing_events ignore min_depth, as Synapse does (its servlet
 // never passes it on).
 func WithoutMinDepth() Option { return func(c *peerConfig) { c.noMinDepth = true } }

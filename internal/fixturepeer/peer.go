@@ -57,6 +57,7 @@ type peerConfig struct {
 
 	// Membership (membership.go).
 	membersOnly bool
+	inviteOnly  bool
 	noMinDepth  bool
 	joined      []string
 	joinKeys    map[string]map[id.KeyID]id.SigningKey
@@ -121,6 +122,7 @@ type Peer struct {
 	noTS      atomic.Bool
 
 	membersOnly atomic.Bool
+	inviteOnly  bool
 	noMinDepth  bool
 	joinKey     pdu.GetKeyFunc // nil: send_join does not check signatures
 
@@ -147,6 +149,8 @@ type servedRoom struct {
 
 	mu     sync.Mutex
 	joined map[string]bool // servers joined through this peer (see membership.go)
+	// invited are the users Peer.Invite invited; WithInviteOnly lets only them join.
+	invited map[id.UserID]bool
 }
 
 // Request is one request a peer received.
@@ -205,7 +209,7 @@ func New(room *Room, opts ...Option) (*Peer, error) {
 		if _, dup := p.rooms[r.ID]; dup {
 			return fmt.Errorf("fixturepeer: room %s served twice", r.ID)
 		}
-		sr := &servedRoom{room: r, joined: make(map[string]bool)}
+		sr := &servedRoom{room: r, joined: make(map[string]bool), invited: make(map[id.UserID]bool)}
 		sr.hold.Store(newHoldState(r, h))
 		p.rooms[r.ID] = sr
 		p.order = append(p.order, sr)
@@ -222,6 +226,7 @@ func New(room *Room, opts ...Option) (*Peer, error) {
 		p.primary.joined[s] = true
 	}
 	p.membersOnly.Store(cfg.membersOnly)
+	p.inviteOnly = cfg.inviteOnly
 	p.noMinDepth = cfg.noMinDepth
 	p.joinKey = cfg.joinKeyGetter()
 	for _, x := range cfg.extra {

@@ -117,6 +117,8 @@ func (p *Peer) sendJoin(req *http.Request, lies []lieState) (int, any) {
 		return errBody(http.StatusBadRequest, "M_BAD_JSON", "state_key and sender must match")
 	case j.sender.Homeserver() != origin:
 		return errBody(http.StatusForbidden, "M_FORBIDDEN", "The sender of the join is not on the requesting server")
+	case !p.mayJoin(sr, j.sender):
+		return errBody(http.StatusForbidden, "M_FORBIDDEN", ErrNotInvited)
 	}
 	if p.joinKey != nil {
 		if err := j.pdu.VerifySignature(r.Version, origin, p.joinKey); err != nil {

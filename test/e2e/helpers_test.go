@@ -112,21 +112,29 @@ func signingKey(t *testing.T, dir string) string {
 	return path
 }
 
+// operator is a manager started by startOperator.
+type operator struct {
+	storeURL   string
+	serverName string
+	// stop stops the manager by its PID (the test's end stops it too).
+	stop func()
+}
+
 // startOperator runs a manager on its own loopback identity (key, certificate, federation
-// listener, metrics and probe ports) with a SQLite store in dir, and returns the store's URL
-// and a function that stops the manager (the test's end stops it too).
-func startOperator(t *testing.T, env *testenv.Env, dir, storeFile string, extra ...string) (storeURL string, stop func()) {
+// listener, metrics and probe ports) with a SQLite store in dir.
+func startOperator(t *testing.T, env *testenv.Env, dir, storeFile string, extra ...string) operator {
 	t.Helper()
 	keyFile := signingKey(t, dir)
 	cert, key := selfSignedCert(t, dir)
 	ports := freePorts(t, 3)
 	name := fmt.Sprintf("127.0.0.1:%d", ports[0])
-	storeURL = "sqlite://" + filepath.Join(dir, storeFile)
+	storeURL := "sqlite://" + filepath.Join(dir, storeFile)
 	args := append([]string{"--store", storeURL, "--server-name", name, "--signing-key", keyFile,
 		"--listen", name, "--tls-cert", cert, "--tls-key", key,
 		"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", ports[1]),
 		"--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", ports[2])}, extra...)
-	return storeURL, startManager(t, env.Kubeconfig, filepath.Join(dir, "manager.log"), args...)
+	stop := startManager(t, env.Kubeconfig, filepath.Join(dir, "manager.log"), args...)
+	return operator{storeURL: storeURL, serverName: name, stop: stop}
 }
 
 // startManager runs `roomsync manager` against the API server and returns a function that
@@ -171,6 +179,9 @@ func startDendrite(t *testing.T) *dendrite {
 	p.Logf = func(format string, args ...any) { t.Logf("dendrite %s: "+format, append([]any{name}, args...)...) }
 	d := &dendrite{peer: p, serverName: name}
 	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("dendrite %s log (tail):\n%s", name, localrun.Tail(filepath.Join(p.Dir, "dendrite.log"), 40))
+		}
 		if err := p.Stop(); err != nil {
 			t.Error(err)
 		}

@@ -1,11 +1,11 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -84,20 +84,23 @@ func TestJoinPolicy(t *testing.T) {
 }
 
 // TestOperatorJoinsAndLeaves: a RoomSync with membership Always joins its room (Dendrite lists
-// our member) and converges; deleting the RoomSync leaves the room (Dendrite shows the leave)
-// and keeps the stored events.
+// our member) and converges. Then users of two Dendrites in the room send at once, so the DAG
+// forks and events reach us with prev events we have not seen: with interval 1h and no
+// annotation, each is stored within 10 s of being sent, and the store then equals Dendrite's
+// view. Deleting the RoomSync leaves the room (Dendrite shows the leave) and keeps the events.
 func TestOperatorJoinsAndLeaves(t *testing.T) {
 	env := startEnv(t)
-	d := startDendrite(t)
+	d, d2 := startDendrite(t), startDendrite(t)
 	room := d.seed(t, "", 40, "--history", "shared")
+	// A second resident server: its user joins through the first.
+	d2.seed(t, room, 5, "--join-from", d.serverName)
 	dir := t.TempDir()
 	// Dendrite pushes to us from 127.0.0.1 with a self-signed certificate: checking its
 	// signed requests means fetching its key there.
-	storeURL, stopManager := startOperator(t, env, dir, "events.db", "--allow-private-networks", "--insecure-skip-tls-verify")
-	defer stopManager()
+	op := startOperator(t, env, dir, "events.db", "--allow-private-networks", "--insecure-skip-tls-verify")
 
 	manifest := filepath.Join(dir, "roomsync.yaml")
-	writeManifest(t, manifest, room, d)
+	writeManifest(t, manifest, room, d, d2)
 	addToSpec(t, manifest, "  membership:\n    join: Always\n")
 	if out, err := env.Kubectl("apply", "-f", manifest); err != nil {
 		t.Fatalf("kubectl apply: %v\n%s", err, out)
@@ -110,40 +113,21 @@ func TestOperatorJoinsAndLeaves(t *testing.T) {
 	if strings.TrimSpace(membership) != "Joined" {
 		t.Errorf("status.rooms[0].membership %q, want Joined", membership)
 	}
-	ourUser := ""
-	for _, m := range d.members(t, room) {
-		if strings.HasPrefix(m, "@roomsync:") {
-			ourUser = m
-		}
-	}
-	if ourUser == "" {
+	ourUser := "@roomsync:" + op.serverName
+	if !slices.Contains(d.members(t, room), ourUser) {
 		t.Fatalf("Dendrite lists no member of ours: %v", d.members(t, room))
 	}
-	assertStoreEquals(t, storeURL, room, d.eventIDs(t, room))
+	assertStoreEquals(t, op.storeURL, room, d.eventIDs(t, room))
 
-	// The live path: with interval 1h and no annotation, each message sent on Dendrite is
-	// pushed to us (PUT /send), stored, and shows in the status within 10 s.
-	events := func() int64 {
-		out, _ := env.Kubectl("get", "roomsync/archive", "-o", "jsonpath={.status.summary.events}")
-		n, _ := strconv.ParseInt(strings.TrimSpace(out), 10, 64)
-		return n
-	}
-	var latencies []time.Duration
-	for i := range 10 {
-		before := events()
-		start := time.Now()
-		d.seed(t, room, 1)
-		for events() <= before {
-			if time.Since(start) > 10*time.Second {
-				t.Fatalf("message %d not stored within 10 s of being sent (status events %d)", i, events())
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-		latencies = append(latencies, time.Since(start))
-	}
-	slices.Sort(latencies)
-	t.Logf("send-to-stored latency over %d messages: p50 %v, p99 %v (max)", len(latencies), latencies[len(latencies)/2], latencies[len(latencies)-1])
-	assertStoreEquals(t, storeURL, room, d.eventIDs(t, room))
+	// The live path, from both Dendrites at once.
+	watch := watchStore(t, op.storeURL, room, 10*time.Second)
+	sent := sendAtOnce(t, watch, room, 12, d, d2)
+	latencies, merges := watch.wait()
+	t.Logf("send-to-stored latency of %d messages from 2 Dendrites at once (%d of them merge a fork): p50 %v, p99 %v, max %v",
+		len(latencies), merges, percentile(latencies, 50), percentile(latencies, 99), latencies[len(latencies)-1])
+	// Each Dendrite relays the other's events; once the first holds all of them, so must we.
+	waitHolds(t, d, room, sent)
+	assertStoreEquals(t, op.storeURL, room, d.eventIDs(t, room))
 
 	if out, err := env.Kubectl("delete", "roomsync/archive"); err != nil {
 		t.Fatalf("kubectl delete: %v\n%s", err, out)
@@ -155,13 +139,73 @@ func TestOperatorJoinsAndLeaves(t *testing.T) {
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
-	stopManager()
+	op.stop()
 	// The events stay: the room up to and including our join.
-	out, code := run(t, time.Minute, roomsyncBin, "inspect", "--store", storeURL, "--room", room, "--json")
+	out, code := run(t, time.Minute, roomsyncBin, "inspect", "--store", op.storeURL, "--room", room, "--json")
 	var r struct {
 		Events int `json:"events"`
 	}
 	if code != 0 || json.Unmarshal([]byte(out), &r) != nil || r.Events < 40 {
 		t.Fatalf("after the delete, inspect exited %d: %s", code, out)
+	}
+}
+
+// TestInvites: rooms that let in only invited users (join rule invite, history shared). A
+// RoomSync with IfNeeded finds it cannot join until a Dendrite user invites our user; the
+// invite is countersigned and the join follows within seconds. Under Never the invite is
+// refused, so Dendrite's invite fails and we never join.
+func TestInvites(t *testing.T) {
+	env := startEnv(t)
+	d := startDendrite(t)
+	invited := d.seed(t, "", 10, "--history", "shared", "--join-rule", "invite")
+	refused := d.seed(t, "", 10, "--history", "shared", "--join-rule", "invite")
+	dir := t.TempDir()
+	op := startOperator(t, env, dir, "events.db", "--allow-private-networks", "--insecure-skip-tls-verify")
+	ourUser := "@roomsync:" + op.serverName
+
+	manifest := filepath.Join(dir, "roomsyncs.yaml")
+	writeNamedManifest(t, manifest, "invited", invited, d)
+	never := filepath.Join(dir, "never.yaml")
+	writeNamedManifest(t, never, "never", refused, d)
+	addToSpec(t, never, "  membership:\n    join: Never\n")
+	for _, m := range []string{manifest, never} {
+		if out, err := env.Kubectl("apply", "-f", m); err != nil {
+			t.Fatalf("kubectl apply: %v\n%s", err, out)
+		}
+	}
+	// Not invited yet: the join is refused, and says so.
+	if out, err := env.Kubectl("wait", "roomsync/invited", "--for=jsonpath={.status.rooms[0].membership}=JoinFailed", "--timeout=120s"); err != nil {
+		status, _ := env.Kubectl("get", "roomsync/invited", "-o", "jsonpath={.status}")
+		t.Fatalf("kubectl wait for JoinFailed: %v\n%s\nstatus: %s", err, out, status)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c, err := d.peer.Login(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := c.Invite(ctx, invited, ourUser); err != nil {
+		t.Fatalf("Dendrite could not invite us: %v", err)
+	}
+	if out, err := env.Kubectl("wait", "roomsync/invited", "--for=jsonpath={.status.rooms[0].membership}=Joined", "--timeout=30s"); err != nil {
+		status, _ := env.Kubectl("get", "roomsync/invited", "-o", "jsonpath={.status}")
+		t.Fatalf("kubectl wait for Joined after the invite: %v\n%s\nstatus: %s", err, out, status)
+	}
+	t.Logf("joined %v after the invite", time.Since(start).Round(time.Millisecond))
+	if !slices.Contains(d.members(t, invited), ourUser) {
+		t.Fatalf("Dendrite does not list %s among %v", ourUser, d.members(t, invited))
+	}
+
+	if err := c.Invite(ctx, refused, ourUser); err == nil {
+		t.Error("Dendrite invited us to the room whose RoomSync says Never")
+	}
+	if out, err := env.Kubectl("wait", "roomsync/never", "--for=jsonpath={.status.rooms[0].membership}=NotJoined", "--timeout=60s"); err != nil {
+		status, _ := env.Kubectl("get", "roomsync/never", "-o", "jsonpath={.status}")
+		t.Fatalf("kubectl wait for NotJoined: %v\n%s\nstatus: %s", err, out, status)
+	}
+	if slices.Contains(d.members(t, refused), ourUser) {
+		t.Error("joined the room whose RoomSync says Never")
 	}
 }

@@ -46,7 +46,8 @@ func TestOperatorAgainstDendrites(t *testing.T) {
 
 	dir := t.TempDir()
 	// This release handles shard a only; another release would take the rest.
-	storeURL, stopManager := startOperator(t, env, dir, "events.db", "--selector", "roomsync.io/shard=a")
+	op := startOperator(t, env, dir, "events.db", "--selector", "roomsync.io/shard=a")
+	storeURL, stopManager := op.storeURL, op.stop
 	defer stopManager()
 
 	manifest := filepath.Join(dir, "roomsync.yaml")
@@ -111,10 +112,16 @@ func TestOperatorAgainstDendrites(t *testing.T) {
 	assertStoreEquals(t, storeURL, room, wantB)
 }
 
+// writeManifest writes a RoomSync named archive of room, replicated from peers.
 func writeManifest(t *testing.T, path, room string, peers ...*dendrite) {
 	t.Helper()
+	writeNamedManifest(t, path, "archive", room, peers...)
+}
+
+func writeNamedManifest(t *testing.T, path, name, room string, peers ...*dendrite) {
+	t.Helper()
 	var b bytes.Buffer
-	fmt.Fprintf(&b, "apiVersion: federation.roomsync.io/v1alpha1\nkind: RoomSync\nmetadata:\n  name: archive\n  namespace: default\n  labels:\n    roomsync.io/shard: a\nspec:\n")
+	fmt.Fprintf(&b, "apiVersion: federation.roomsync.io/v1alpha1\nkind: RoomSync\nmetadata:\n  name: %s\n  namespace: default\n  labels:\n    roomsync.io/shard: a\nspec:\n", name)
 	fmt.Fprintf(&b, "  rooms:\n  - id: %q\n  peers:\n", room)
 	for _, p := range peers {
 		// By server name alone, as users name peers: no url.

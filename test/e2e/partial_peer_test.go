@@ -52,7 +52,8 @@ func TestPartialPeerScenario(t *testing.T) {
 	}
 
 	// The operator, on a store of its own, says the same in the RoomSync's status.
-	opStore, stopManager := startOperator(t, env, t.TempDir(), "operator.db")
+	op := startOperator(t, env, t.TempDir(), "operator.db")
+	opStore, stopManager := op.storeURL, op.stop
 	defer stopManager()
 	manifest := filepath.Join(dir, "roomsync.yaml")
 	writeManifest(t, manifest, room, a, b)
