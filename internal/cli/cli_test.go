@@ -53,6 +53,7 @@ func TestMainExitCodes(t *testing.T) {
 		{"stray argument", []string{"manager", "extra"}, ExitBadInput, "unexpected arguments"},
 		{"manager without identity", []string{"manager"}, ExitBadInput, "--store is required"},
 		{"bad concurrency", with(append([]string{"manager"}, identity...), "--concurrent=0"), ExitBadInput, "--concurrent and --room-concurrency must be at least 1"},
+		{"bad federation rate limit", with(append([]string{"manager"}, identity...), "--federation-rate-limit=0"), ExitBadInput, "--federation-rate-limit must be above 0"},
 		{"bad selector", with(append([]string{"manager"}, identity...), "--selector", "a in (b"), ExitBadInput, "--selector"},
 		{"unreadable kubeconfig", with(append([]string{"manager"}, identity...), "--kubeconfig", badKubeconfig), ExitBadInput, "load kubeconfig"},
 		{"manager help", []string{"manager", "-h"}, ExitOK, "-leader-elect"},

@@ -48,6 +48,8 @@ type managerOptions struct {
 	roomConcurrency         int
 	passTimeout             time.Duration
 	selector                string
+	originRate              float64
+	originBurst             int
 	zap                     zap.Options
 }
 
@@ -69,6 +71,10 @@ func (o *managerOptions) bind(fs *flag.FlagSet) {
 	fs.IntVar(&o.roomConcurrency, "room-concurrency", 4, "Rooms of one RoomSync synced at once.")
 	fs.DurationVar(&o.passTimeout, "pass-timeout", 5*time.Minute, "Longest sync pass over one RoomSync's rooms.")
 	fs.StringVar(&o.selector, "selector", "", "Label selector: reconcile only the RoomSyncs it matches, so several manager releases (each with its own --leader-election-id) can share the work and one store.")
+	fs.Float64Var(&o.originRate, "federation-rate-limit", federation.DefaultOriginRate,
+		"Requests a second each peer server may make to the federation listener, sustained; past it, 429.")
+	fs.IntVar(&o.originBurst, "federation-rate-burst", federation.DefaultOriginBurst,
+		"Requests a peer server may make to the federation listener at once before --federation-rate-limit applies.")
 	o.zap.Development = false
 	o.zap.BindFlags(fs)
 }
@@ -77,6 +83,9 @@ func (o *managerOptions) validate() error {
 	errs := []error{o.identityOptions.validate()}
 	if o.concurrent < 1 || o.roomConcurrency < 1 {
 		errs = append(errs, fmt.Errorf("--concurrent and --room-concurrency must be at least 1"))
+	}
+	if o.originRate <= 0 || o.originBurst < 1 {
+		errs = append(errs, fmt.Errorf("--federation-rate-limit must be above 0 and --federation-rate-burst at least 1"))
 	}
 	if o.passTimeout < time.Second {
 		errs = append(errs, fmt.Errorf("--pass-timeout must be at least 1s"))
@@ -144,6 +153,7 @@ func runManager(args []string, _, stderr io.Writer) int {
 	}
 	defer closeInbound()
 	_, stopKeyServer, err := opts.keyServer(key, Version, func(srv *federation.Server) {
+		srv.OriginRate, srv.OriginBurst = opts.originRate, opts.originBurst
 		srv.RequireAuth(opts.serverName, inboundKeys)
 		srv.HandleSend(syncer.Receive)
 		srv.HandleInvite(syncer.Invite)

@@ -66,7 +66,7 @@ federation:
   ingress: {enabled: true, className: nginx, annotations: {nginx.ingress.kubernetes.io/backend-protocol: HTTPS}, tlsSecret: archive-tls}
 allowPrivateNetworks: true
 insecureSkipTLSVerify: true
-manager: {concurrent: 8, roomConcurrency: 2, passTimeout: 10m, selector: "roomsync.io/shard=a", logLevel: debug, extraArgs: ["--zap-encoder=console"]}
+manager: {concurrent: 8, roomConcurrency: 2, passTimeout: 10m, federationRateLimit: 2.5, federationRateBurst: 10, selector: "roomsync.io/shard=a", logLevel: debug, extraArgs: ["--zap-encoder=console"]}
 leaderElection: {enabled: true}
 metrics: {port: 9090, service: {annotations: {example.org/scrape: "true"}}}
 probes: {port: 9091}
@@ -317,6 +317,7 @@ func TestSchemaRefusesBadValues(t *testing.T) {
 		{"no server name", `{serverName: ""}`, "serverName"},
 		{"an unknown store", `{store: {type: mysql}}`, "store"},
 		{"a bad duration", `{manager: {passTimeout: "five minutes"}}`, "passTimeout"},
+		{"a zero rate limit", `{manager: {federationRateLimit: 0}}`, "federationRateLimit"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
