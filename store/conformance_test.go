@@ -38,6 +38,7 @@ func runConformance(t *testing.T, newURL func(testing.TB) string) {
 		{"Rooms", testRooms},
 		{"ReopenAndConcurrentOpen", testReopen},
 		{"Membership", testMembership},
+		{"State", testState},
 	} {
 		t.Run(c.name, func(t *testing.T) { c.run(t, newURL) })
 	}

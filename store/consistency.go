@@ -106,7 +106,7 @@ func (s *sqlStore) consistencyProblems(ctx context.Context, tx *sql.Tx, roomID s
 		add("the %d edges disagree with the %d prev events the events list", fromEdges.pairs, fromEvents.pairs)
 	}
 
-	var orphanEdges, events, redacted, minDepth, maxDepth, unfillable int64
+	var orphanEdges, events, redacted, rejected, minDepth, maxDepth, unfillable int64
 	if err := tx.QueryRowContext(ctx, s.d.rebind(`SELECT COUNT(*) FROM event_edges g WHERE g.room_id = ?
 		AND NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = g.event_id AND e.room_id = g.room_id)`),
 		roomID).Scan(&orphanEdges); err != nil {
@@ -116,8 +116,9 @@ func (s *sqlStore) consistencyProblems(ctx context.Context, tx *sql.Tx, roomID s
 		add("%d edges belong to no held event of the room", orphanEdges)
 	}
 	if err := tx.QueryRowContext(ctx, s.d.rebind(`SELECT COUNT(*),
-		COALESCE(SUM(CASE WHEN redacted THEN 1 ELSE 0 END), 0), COALESCE(MIN(depth), 0), COALESCE(MAX(depth), 0)
-		FROM events WHERE room_id = ?`), roomID).Scan(&events, &redacted, &minDepth, &maxDepth); err != nil {
+		COALESCE(SUM(CASE WHEN redacted THEN 1 ELSE 0 END), 0), COALESCE(SUM(CASE WHEN rejected <> '' THEN 1 ELSE 0 END), 0),
+		COALESCE(MIN(depth), 0), COALESCE(MAX(depth), 0)
+		FROM events WHERE room_id = ?`), roomID).Scan(&events, &redacted, &rejected, &minDepth, &maxDepth); err != nil {
 		return nil, fmt.Errorf("count events: %w", err)
 	}
 	if err := tx.QueryRowContext(ctx, s.d.rebind(`SELECT COUNT(*) FROM backward_extremities
@@ -130,6 +131,7 @@ func (s *sqlStore) consistencyProblems(ctx context.Context, tx *sql.Tx, roomID s
 	}{
 		{"event count", room.events, events},
 		{"redacted count", room.redacted, redacted},
+		{"rejected count", room.rejected, rejected},
 		{"min depth", room.minDepth, minDepth},
 		{"max depth", room.maxDepth, maxDepth},
 		{"forward extremity count", room.forward, int64(len(haveForward))},

@@ -134,6 +134,42 @@ var migrations = []migration{
 			`CREATE INDEX events_room_redacted ON events (room_id, redacted, depth, event_id)`,
 		},
 	},
+	{
+		version: 5,
+		name:    "room state and authorization",
+		statements: []string{
+			// The state before and after each event, as state groups of its room (NULL until
+			// computed), and the authorization rule the event broke ('' when it is accepted).
+			`ALTER TABLE events ADD COLUMN state_before BIGINT`,
+			`ALTER TABLE events ADD COLUMN state_after BIGINT`,
+			`ALTER TABLE events ADD COLUMN rejected TEXT NOT NULL DEFAULT ''`,
+			// What the state computation has left to do, in topological order.
+			`CREATE INDEX events_room_without_state ON events (room_id, depth, event_id) WHERE state_before IS NULL`,
+			`ALTER TABLE rooms ADD COLUMN rejected_count BIGINT NOT NULL DEFAULT 0`,
+			// Numbers of the room's state groups, handed out in blocks (AllocateStateGroups).
+			`ALTER TABLE rooms ADD COLUMN state_group_seq BIGINT NOT NULL DEFAULT 0`,
+			// A state group is a room state shared by the events that have it: either whole
+			// (prev_group NULL) or the entries that differ from prev_group, so that a state
+			// change costs one row, not a copy of the state. chain counts the deltas down to
+			// a whole one, which bounds the reads that rebuild a group.
+			`CREATE TABLE state_groups (
+				room_id    TEXT NOT NULL,
+				group_no   BIGINT NOT NULL,
+				prev_group BIGINT,
+				chain      INTEGER NOT NULL,
+				PRIMARY KEY (room_id, group_no)
+			){{WITHOUT_ROWID}}`,
+			// event_id '' removes the key from the state of prev_group.
+			`CREATE TABLE state_entries (
+				room_id   TEXT NOT NULL,
+				group_no  BIGINT NOT NULL,
+				type      TEXT NOT NULL,
+				state_key TEXT NOT NULL,
+				event_id  TEXT NOT NULL,
+				PRIMARY KEY (room_id, group_no, type, state_key)
+			){{WITHOUT_ROWID}}`,
+		},
+	},
 }
 
 // migrate applies the migrations the database lacks, all in one transaction: DDL is

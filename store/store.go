@@ -73,6 +73,8 @@ type Room struct {
 	ForwardExtremities    int64
 	BackwardExtremities   int64 // unfillable ones included
 	UnfillableExtremities int64
+	// Rejected counts the events that broke the authorization rules (see SaveState).
+	Rejected int64
 }
 
 // BackwardExtremity is a prev event that held events reference but the store does not hold,
@@ -168,6 +170,24 @@ type Store interface {
 	// redacted form, in topological order, strictly after the position after (nil: from the
 	// start): what to fetch again once we may see them.
 	RedactedEvents(ctx context.Context, roomID string, after *Position, limit int) ([]Position, error)
+
+	// AllocateStateGroups reserves n new state group numbers of the room and returns the
+	// first; the others follow it. Numbers are never handed out twice, even to two writers.
+	AllocateStateGroups(ctx context.Context, roomID string, n int) (int64, error)
+	// SaveState records, in one transaction, new state groups of the room and the state
+	// before and after each of events, with the rule an event broke. An event that has its
+	// state already keeps it (the computation is deterministic; a second writer's result is
+	// the same), and its groups must exist: in groups, or stored before.
+	SaveState(ctx context.Context, roomID string, groups []StateGroup, events []EventState) error
+	// StateGroup returns one state group of the room as stored: whole, or a delta from its
+	// PrevGroup. ErrNotFound when there is none.
+	StateGroup(ctx context.Context, roomID string, no int64) (StateGroup, error)
+	// EventStates returns the state groups and rejection of each held event of eventIDs (an
+	// event whose state is not computed yet has Before 0).
+	EventStates(ctx context.Context, eventIDs []string) (map[string]EventState, error)
+	// EventsWithoutState returns up to limit events of the room whose state is not computed
+	// yet, in topological order, strictly after the position after (nil: from the start).
+	EventsWithoutState(ctx context.Context, roomID string, after *Position, limit int) ([]Event, error)
 
 	// SaveServerKeys records verified server keys. A key already recorded keeps the later
 	// of the two validities; a different key under an ID already recorded is ignored (key

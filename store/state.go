@@ -1,0 +1,216 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"slices"
+)
+
+// StateKey names one entry of a room's state.
+type StateKey struct {
+	Type, StateKey string
+}
+
+// StateGroup is a room state shared by the events that have it. Group numbers start at 1.
+type StateGroup struct {
+	No int64
+	// PrevGroup is the group Entries are a delta from; 0 when Entries are the whole state.
+	PrevGroup int64
+	// Chain counts the deltas from this group down to a whole one (0 for a whole group).
+	Chain int
+	// Entries map each key to its event; in a delta, "" removes the key from PrevGroup's state.
+	Entries map[StateKey]string
+}
+
+// EventState is the state of the room around one event, and whether the event was authorized.
+type EventState struct {
+	EventID string
+	// Before is the state group before the event; After the one after it, which differs only
+	// for an accepted state event.
+	Before, After int64
+	// Rejected is the authorization rule the event broke, "" when it is accepted. A rejected
+	// event is kept (others name it as a prev) but is never part of a state.
+	Rejected string
+}
+
+func (s *sqlStore) AllocateStateGroups(ctx context.Context, roomID string, n int) (int64, error) {
+	if n < 1 {
+		return 0, fmt.Errorf("allocate state groups of %s: n must be positive", roomID)
+	}
+	var first int64
+	err := s.inRoomTx(ctx, roomID, false, func(_ *sql.Tx, room *roomRow) error {
+		first = room.stateGroupSeq + 1
+		room.stateGroupSeq += int64(n)
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("allocate %d state groups of %s: %w", n, roomID, err)
+	}
+	return first, nil
+}
+
+func (s *sqlStore) SaveState(ctx context.Context, roomID string, groups []StateGroup, events []EventState) error {
+	err := s.inRoomTx(ctx, roomID, false, func(tx *sql.Tx, room *roomRow) error {
+		if err := s.insertStateGroups(ctx, tx, roomID, groups); err != nil {
+			return err
+		}
+		for _, e := range events {
+			if e.Before < 1 || e.After < 1 {
+				return fmt.Errorf("event %s: state groups must be numbered from 1, not %d and %d", e.EventID, e.Before, e.After)
+			}
+			res, err := tx.ExecContext(ctx, s.d.rebind(`UPDATE events SET state_before = ?, state_after = ?, rejected = ?
+				WHERE event_id = ? AND room_id = ? AND state_before IS NULL`),
+				e.Before, e.After, e.Rejected, e.EventID, roomID)
+			if err != nil {
+				return fmt.Errorf("record the state of %s: %w", e.EventID, err)
+			}
+			if n, _ := res.RowsAffected(); n == 1 && e.Rejected != "" {
+				room.rejected++
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("save state of %d events of %s: %w", len(events), roomID, err)
+	}
+	return nil
+}
+
+func (s *sqlStore) insertStateGroups(ctx context.Context, tx *sql.Tx, roomID string, groups []StateGroup) error {
+	type entry struct {
+		group int64
+		key   StateKey
+		event string
+	}
+	var entries []entry
+	for _, g := range groups {
+		if g.No < 1 {
+			return fmt.Errorf("state group number %d: numbers start at 1", g.No)
+		}
+		// Sorted, so that the same group is always written the same way.
+		keys := make([]StateKey, 0, len(g.Entries))
+		for k := range g.Entries {
+			keys = append(keys, k)
+		}
+		slices.SortFunc(keys, compareStateKeys)
+		for _, k := range keys {
+			entries = append(entries, entry{g.No, k, g.Entries[k]})
+		}
+	}
+	err := s.insertRows(ctx, tx, "state_groups", []string{"room_id", "group_no", "prev_group", "chain"}, len(groups),
+		func(i int, args []any) []any {
+			var prev any
+			if g := groups[i]; g.PrevGroup > 0 {
+				prev = g.PrevGroup
+			}
+			return append(args, roomID, groups[i].No, prev, groups[i].Chain)
+		})
+	if err != nil {
+		return err
+	}
+	return s.insertRows(ctx, tx, "state_entries", []string{"room_id", "group_no", "type", "state_key", "event_id"}, len(entries),
+		func(i int, args []any) []any {
+			e := entries[i]
+			return append(args, roomID, e.group, e.key.Type, e.key.StateKey, e.event)
+		})
+}
+
+func compareStateKeys(a, b StateKey) int {
+	if a.Type != b.Type {
+		if a.Type < b.Type {
+			return -1
+		}
+		return 1
+	}
+	switch {
+	case a.StateKey < b.StateKey:
+		return -1
+	case a.StateKey > b.StateKey:
+		return 1
+	}
+	return 0
+}
+
+func (s *sqlStore) StateGroup(ctx context.Context, roomID string, no int64) (StateGroup, error) {
+	g := StateGroup{No: no, Entries: map[StateKey]string{}}
+	var prev sql.NullInt64
+	err := s.db.QueryRowContext(ctx, s.d.rebind(`SELECT prev_group, chain FROM state_groups WHERE room_id = ? AND group_no = ?`),
+		roomID, no).Scan(&prev, &g.Chain)
+	if errors.Is(err, sql.ErrNoRows) {
+		return g, fmt.Errorf("state group %d of %s: %w", no, roomID, ErrNotFound)
+	}
+	if err != nil {
+		return g, fmt.Errorf("read state group %d of %s: %w", no, roomID, withContextErr(ctx, err))
+	}
+	g.PrevGroup = prev.Int64
+	rows, err := s.db.QueryContext(ctx, s.d.rebind(`SELECT type, state_key, event_id FROM state_entries
+		WHERE room_id = ? AND group_no = ?`), roomID, no)
+	if err != nil {
+		return g, fmt.Errorf("read state group %d of %s: %w", no, roomID, withContextErr(ctx, err))
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var k StateKey
+		var eventID string
+		if err := rows.Scan(&k.Type, &k.StateKey, &eventID); err != nil {
+			return g, fmt.Errorf("read state group %d of %s: %w", no, roomID, err)
+		}
+		g.Entries[k] = eventID
+	}
+	if err := rows.Err(); err != nil {
+		return g, fmt.Errorf("read state group %d of %s: %w", no, roomID, err)
+	}
+	return g, nil
+}
+
+func (s *sqlStore) EventStates(ctx context.Context, eventIDs []string) (map[string]EventState, error) {
+	out := make(map[string]EventState, len(eventIDs))
+	err := s.queryIn(ctx, s.db, `SELECT event_id, state_before, state_after, rejected FROM events WHERE event_id IN `, nil, eventIDs, "",
+		func(rows *sql.Rows) error {
+			var e EventState
+			var before, after sql.NullInt64
+			if err := rows.Scan(&e.EventID, &before, &after, &e.Rejected); err != nil {
+				return err
+			}
+			e.Before, e.After = before.Int64, after.Int64
+			out[e.EventID] = e
+			return nil
+		})
+	if err != nil {
+		return nil, fmt.Errorf("read the state of %d events: %w", len(eventIDs), withContextErr(ctx, err))
+	}
+	return out, nil
+}
+
+func (s *sqlStore) EventsWithoutState(ctx context.Context, roomID string, after *Position, limit int) ([]Event, error) {
+	if limit <= 0 {
+		return nil, fmt.Errorf("events without state of %s: limit must be positive", roomID)
+	}
+	q := eventSelect + ` WHERE room_id = ? AND state_before IS NULL`
+	args := []any{roomID}
+	if after != nil {
+		q += ` AND (depth > ? OR (depth = ? AND event_id > ?))`
+		args = append(args, after.Depth, after.Depth, after.EventID)
+	}
+	q += ` ORDER BY depth, event_id LIMIT ?`
+	args = append(args, limit)
+	rows, err := s.db.QueryContext(ctx, s.d.rebind(q), args...)
+	if err != nil {
+		return nil, fmt.Errorf("read events without state of %s: %w", roomID, withContextErr(ctx, err))
+	}
+	defer rows.Close()
+	var out []Event
+	for rows.Next() {
+		e, err := scanEvent(rows)
+		if err != nil {
+			return nil, fmt.Errorf("read events without state of %s: %w", roomID, err)
+		}
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read events without state of %s: %w", roomID, err)
+	}
+	return out, nil
+}
