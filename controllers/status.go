@@ -81,6 +81,7 @@ func applyResults(obj *roomsyncv1alpha1.RoomSync, results []resolver.RoomResult,
 			st.Gaps = int64(r.Gaps + len(r.UnknownHeads))
 			st.Unfillable = int64(r.Unfillable)
 			st.Redacted = r.Room.Redacted
+			st.Rejected = r.Room.Rejected
 			st.WaitingFor = nil
 			for _, w := range r.WaitingFor[:min(len(r.WaitingFor), maxWaitingFor)] {
 				st.WaitingFor = append(st.WaitingFor, truncate(w, 256))

@@ -33,7 +33,7 @@ const maxRequestsPerEvent = 1
 const maxHeadsPerPeer = 50
 
 // errNoRoomVersion: no peer told us the room version, so no event can be verified.
-var errNoRoomVersion = errors.New("room version unknown: no peer let us see the room or join it, and no create event is stored")
+var errNoRoomVersion = errors.New("room version unknown: no peer answered make_join (or let us join), and no create event is stored")
 
 // pass is one bounded sync pass over one room.
 type pass struct {
@@ -139,6 +139,9 @@ func (p *pass) run(ctx context.Context) error {
 		if err := p.refetchRedacted(ctx); err != nil {
 			return err
 		}
+	}
+	if err := p.advanceState(ctx); err != nil {
+		return fmt.Errorf("compute the room state: %w", err)
 	}
 	return p.summarize(ctx, heads)
 }

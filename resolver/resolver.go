@@ -127,6 +127,10 @@ type Resolver struct {
 	// rooms are the rooms replicated here, whose pushed PDUs Receive takes (see SetRooms).
 	roomsMu sync.RWMutex
 	rooms   map[string]bool
+
+	// states keeps, per room, what the state computation built (see state.go).
+	statesMu sync.Mutex
+	states   map[string]*roomStates
 }
 
 type redactedProgress struct {

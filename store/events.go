@@ -13,14 +13,14 @@ import (
 const streamPageSize = 256
 
 const eventSelect = `SELECT event_id, room_id, depth, origin_server_ts, type, state_key, sender, origin,
-	prev_events, raw, redacted FROM events`
+	prev_events, raw, redacted, rejected FROM events`
 
 func scanEvent(row interface{ Scan(...any) error }) (Event, error) {
 	var e Event
 	var stateKey sql.NullString
 	var prevJSON string
 	if err := row.Scan(&e.ID, &e.RoomID, &e.Depth, &e.OriginServerTS, &e.Type, &stateKey, &e.Sender,
-		&e.Origin, &prevJSON, &e.Raw, &e.Redacted); err != nil {
+		&e.Origin, &prevJSON, &e.Raw, &e.Redacted, &e.Rejected); err != nil {
 		return Event{}, err
 	}
 	if stateKey.Valid {
@@ -71,6 +71,19 @@ func (s *sqlStore) Event(ctx context.Context, eventID string) (Event, error) {
 		return Event{}, fmt.Errorf("read event %s: %w", eventID, err)
 	}
 	return e, nil
+}
+
+func (s *sqlStore) Events(ctx context.Context, eventIDs []string) (map[string]Event, error) {
+	out := make(map[string]Event, len(eventIDs))
+	err := s.queryIn(ctx, s.db, eventSelect+` WHERE event_id IN `, nil, eventIDs, "", func(rows *sql.Rows) error {
+		e, err := scanEvent(rows)
+		out[e.ID] = e
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read %d events: %w", len(eventIDs), withContextErr(ctx, err))
+	}
+	return out, nil
 }
 
 func (s *sqlStore) EventsPage(ctx context.Context, roomID string, after *Position, limit int) ([]Event, error) {

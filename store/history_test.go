@@ -30,6 +30,14 @@ func TestChildTimestamps(t *testing.T) {
 				`DROP TABLE server_keys`,
 				`DROP TABLE memberships`,
 				`DROP INDEX events_room_redacted`,
+				`DROP INDEX events_room_without_state`,
+				`ALTER TABLE events DROP COLUMN state_before`,
+				`ALTER TABLE events DROP COLUMN state_after`,
+				`ALTER TABLE events DROP COLUMN rejected`,
+				`ALTER TABLE rooms DROP COLUMN rejected_count`,
+				`ALTER TABLE rooms DROP COLUMN state_group_seq`,
+				`DROP TABLE state_groups`,
+				`DROP TABLE state_entries`,
 				`DELETE FROM schema_migrations WHERE version >= 2`,
 			} {
 				if _, err := s.(*sqlStore).wdb.ExecContext(ctx, stmt); err != nil {

@@ -41,6 +41,9 @@ type Event struct {
 	// Redacted says Raw is the redacted form. A redacted copy is replaced when the full copy
 	// arrives; a full copy is never replaced by a redacted one.
 	Redacted bool
+	// Rejected is the authorization rule the event broke, as SaveState recorded it; read
+	// only (InsertEvents ignores it).
+	Rejected string
 }
 
 // Position is a place in a room's topological order: (depth, event ID).
@@ -136,6 +139,8 @@ type Store interface {
 
 	// HasEvents returns the subset of eventIDs that is held (only true values).
 	HasEvents(ctx context.Context, eventIDs []string) (map[string]bool, error)
+	// Events returns the held events among eventIDs, by ID.
+	Events(ctx context.Context, eventIDs []string) (map[string]Event, error)
 
 	// ForwardExtremities returns the room's forward extremities (held events no held event
 	// lists as a prev), sorted by event ID.

@@ -298,6 +298,10 @@ type RoomStatus struct {
 	// was shown).
 	// +optional
 	Redacted int64 `json:"redacted,omitempty"`
+	// Rejected is the number of events that broke the authorization rules: kept, flagged,
+	// and never part of the room state.
+	// +optional
+	Rejected int64 `json:"rejected,omitempty"`
 	// LastError is the last error of a sync pass of this room, empty after a clean pass.
 	// +optional
 	LastError string `json:"lastError,omitempty"`

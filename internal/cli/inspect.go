@@ -15,10 +15,12 @@ import (
 
 // roomReport is `inspect --json`: one object per room, a stable contract for scripts.
 type roomReport struct {
-	RoomID              string   `json:"room_id"`
-	RoomVersion         string   `json:"room_version"`
-	Events              int64    `json:"events"`
-	Redacted            int64    `json:"redacted"`
+	RoomID      string `json:"room_id"`
+	RoomVersion string `json:"room_version"`
+	Events      int64  `json:"events"`
+	Redacted    int64  `json:"redacted"`
+	// Rejected counts the events that broke the authorization rules.
+	Rejected            int64    `json:"rejected"`
 	ForwardExtremities  []string `json:"forward_extremities"`
 	BackwardExtremities []string `json:"backward_extremities"`
 	// Converged: no backward extremity other than those the history bound (--min-depth,
@@ -30,7 +32,8 @@ func runInspect(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("roomsync inspect", flag.ContinueOnError)
 	storeURL := fs.String("store", "", "Event store URL (as for sync).")
 	roomID := fs.String("room", "", "The room ID to inspect.")
-	asJSON := fs.Bool("json", false, "Print one JSON object: room_id, room_version, events, redacted, forward_extremities, backward_extremities, converged.")
+	asJSON := fs.Bool("json", false, "Print one JSON object: room_id, room_version, events, redacted, rejected, forward_extremities, backward_extremities, converged.")
+	stateAt := fs.String("state-at", "", "Print the room state before this event (type, state key, event ID, and membership for members), and the rule the event broke if it was rejected; with --json, as one JSON object.")
 	eventIDs := fs.Bool("event-ids", false, "Print the stored event IDs one a line, in topological order (depth, then ID).")
 	check := fs.Bool("check", false, "Check the room's bookkeeping (extremities, counters) against its events and edges; exit 1 and list every difference if they disagree.")
 	var hist resolver.History
@@ -46,6 +49,9 @@ func runInspect(args []string, stdout, stderr io.Writer) int {
 		return ExitBadInput
 	case countTrue(*asJSON, *eventIDs, *check) > 1:
 		fmt.Fprintln(stderr, "roomsync inspect: --json, --event-ids and --check exclude each other")
+		return ExitBadInput
+	case *stateAt != "" && (*eventIDs || *check):
+		fmt.Fprintln(stderr, "roomsync inspect: --state-at takes --json only")
 		return ExitBadInput
 	}
 
@@ -66,6 +72,9 @@ func runInspect(args []string, stdout, stderr io.Writer) int {
 		return ExitFailed
 	}
 
+	if *stateAt != "" {
+		return printStateAt(ctx, st, *roomID, *stateAt, *asJSON, stdout, stderr)
+	}
 	if *check {
 		if err := st.CheckConsistency(ctx, *roomID); err != nil {
 			fmt.Fprintf(stderr, "roomsync inspect: %v\n", err)
@@ -102,7 +111,7 @@ func runInspect(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "room:                 %s\n", report.RoomID)
 	fmt.Fprintf(stdout, "room version:         %s\n", report.RoomVersion)
-	fmt.Fprintf(stdout, "events:               %d (%d redacted)\n", report.Events, report.Redacted)
+	fmt.Fprintf(stdout, "events:               %d (%d redacted, %d rejected)\n", report.Events, report.Redacted, report.Rejected)
 	fmt.Fprintf(stdout, "depths:               %d to %d\n", room.MinDepth, room.MaxDepth)
 	fmt.Fprintf(stdout, "forward extremities:  %d %s\n", len(report.ForwardExtremities), abbreviate(report.ForwardExtremities))
 	fmt.Fprintf(stdout, "backward extremities: %d %s (%d unfillable)\n", len(report.BackwardExtremities), abbreviate(report.BackwardExtremities), room.UnfillableExtremities)
@@ -129,6 +138,7 @@ func buildReport(ctx context.Context, st store.Store, room store.Room, hist reso
 		RoomVersion:         room.Version,
 		Events:              room.Events,
 		Redacted:            room.Redacted,
+		Rejected:            room.Rejected,
 		ForwardExtremities:  append([]string{}, forward...),
 		BackwardExtremities: []string{},
 		Converged:           len(withinBound) == 0 && room.Events > 0,

@@ -84,6 +84,12 @@ type RoomOptions struct {
 	Heads int
 	// BodySize is the length in bytes of an m.room.message body. Default 48; up to 64 KiB.
 	BodySize int
+	// UnauthorizedRate is the probability that an event breaks the authorization rules, well
+	// signed all the same: in turn a message from a user who never joined (rule 6, the sender
+	// is not in the room) and a power-levels change by a member without the power (rule 8).
+	// Such events stay in the DAG (later events name them as prevs) but never in the state;
+	// Room.Unauthorized lists them. Default 0: none (and the room is as before the option).
+	UnauthorizedRate float64
 	// BaseTS is the start of the room's timeline in Unix milliseconds: the create event is
 	// sent at most a day after it (a seed-chosen offset, so that room v12 rooms, whose ID is
 	// the create event's hash, differ between seeds). Default DefaultBaseTS.
@@ -168,6 +174,9 @@ type Room struct {
 	Version id.RoomVersion
 	// Events in generation (topological) order; Events[0] is m.room.create.
 	Events []*Event
+	// Unauthorized are the events made to break the authorization rules (see
+	// RoomOptions.UnauthorizedRate), with the rule each breaks as the spec numbers it.
+	Unauthorized map[id.EventID]string
 	// Options are the effective options (defaults filled in).
 	Options RoomOptions
 
@@ -371,12 +380,13 @@ func Generate(opts RoomOptions) (*Room, error) {
 		rng: rand.New(rand.NewPCG(o.Seed, 0x5eed_f1c7_0e9e_e75)),
 		ts:  o.BaseTS,
 		room: &Room{
-			Version: o.Version,
-			Options: o,
-			Events:  make([]*Event, 0, o.Events),
-			byID:    make(map[id.EventID]int32, o.Events),
-			prev:    make([][]int32, 0, o.Events),
-			members: make(map[id.UserID]int32),
+			Version:      o.Version,
+			Options:      o,
+			Events:       make([]*Event, 0, o.Events),
+			byID:         make(map[id.EventID]int32, o.Events),
+			prev:         make([][]int32, 0, o.Events),
+			members:      make(map[id.UserID]int32),
+			Unauthorized: make(map[id.EventID]string),
 		},
 		pdus: make([]pdu.AnyPDU, 0, o.Events),
 	}
@@ -500,7 +510,11 @@ func (g *generator) run() error {
 			g.renames = 1
 		}
 		var err error
+		// Asked only when on, so that rooms without them draw the same numbers as before.
+		unauthorized := g.o.UnauthorizedRate > 0 && g.rng.Float64() < g.o.UnauthorizedRate
 		switch {
+		case unauthorized:
+			err = g.unauthorized()
 		case len(g.tips) > 1 && (g.runLeft > 0 || g.joins > 0 || g.renames > 0 || g.rng.Float64() < g.o.MergeRate):
 			err = g.merge()
 		case g.joins > 0:
@@ -621,6 +635,40 @@ func (g *generator) joinUser() error {
 	g.room.members[u] = idx
 	g.tips[0] = idx
 	g.lastState = idx
+	return nil
+}
+
+// unauthorized makes an event that breaks the authorization rules on a random branch tip:
+// a message from a stranger, or a power-levels change by a member without the power. It
+// changes nothing the generator tracks, so no later event's auth events name it.
+func (g *generator) unauthorized() error {
+	k := g.rng.IntN(len(g.tips))
+	prev := []int32{g.tips[k]}
+	auth := make([]int32, 0, 3)
+	if !g.o.Version.RoomIDIsCreateEventID() {
+		auth = append(auth, 0)
+	}
+	auth = append(auth, g.room.powerIdx)
+	var idx int32
+	var err error
+	rule := ""
+	if len(g.room.Unauthorized)%2 == 0 || len(g.users) < 2 {
+		stranger := id.NewUserID("stranger"+strconv.Itoa(len(g.room.Unauthorized)), g.o.Origins[len(g.room.Unauthorized)%len(g.o.Origins)])
+		idx, err = g.add("m.room.message", nil, stranger, mustJSON(map[string]any{"msgtype": "m.text", "body": "not a member"}), prev, auth)
+		rule = "6"
+	} else {
+		// users[0] is the creator, the only one with power 100.
+		u := g.users[1+g.rng.IntN(len(g.users)-1)]
+		idx, err = g.add("m.room.power_levels", ptr(""), u, mustJSON(map[string]any{
+			"users": map[string]any{string(u): 100}, "users_default": 0, "events_default": 0, "state_default": 50,
+		}), prev, append(auth, g.room.members[u]))
+		rule = "8"
+	}
+	if err != nil {
+		return err
+	}
+	g.room.Unauthorized[g.room.Events[idx].ID] = rule
+	g.tips[k] = idx
 	return nil
 }
 
