@@ -67,7 +67,12 @@ func BenchmarkConverge(b *testing.B) {
 
 func benchResolver(b *testing.B, peer *fixturepeer.Peer, i int) (store.Store, *resolver.Resolver) {
 	b.Helper()
-	st, err := store.Open(context.Background(), "sqlite://"+filepath.Join(b.TempDir(), fmt.Sprintf("bench-%d.db", i)))
+	return benchResolverWith(b, peer, fmt.Sprint(i), false)
+}
+
+func benchResolverWith(b *testing.B, peer *fixturepeer.Peer, name string, noState bool) (store.Store, *resolver.Resolver) {
+	b.Helper()
+	st, err := store.Open(context.Background(), "sqlite://"+filepath.Join(b.TempDir(), "bench-"+name+".db"))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -81,10 +86,77 @@ func benchResolver(b *testing.B, peer *fixturepeer.Peer, i int) (store.Store, *r
 	res, err := resolver.New(resolver.Config{
 		Store: st, Client: client, Keys: federation.NewKeyRing(client, peers.Reachable).Key, Peers: peers,
 		JoinUserID: "@roomsync:" + ourServer, Log: logr.Discard(),
-		Limits: resolver.Limits{MaxEventsPerPass: 100000},
+		Limits: resolver.Limits{MaxEventsPerPass: 100000}, NoState: noState,
 	})
 	if err != nil {
 		b.Fatal(err)
 	}
 	return st, res
+}
+
+// BenchmarkStateCost converges a 100,000-event room with 2,000 members and a merge about
+// every 50 events twice, into fresh SQLite stores: with the room state and the authorization
+// rules off, then on. It reports both ingest rates, their ratio (goal: at least 60%), and the
+// size of the state tables against the events table (goal: under 5×).
+func BenchmarkStateCost(b *testing.B) {
+	room := fixturepeer.MustGenerate(b, fixturepeer.RoomOptions{Seed: 3, Events: 100000, JoinRate: 0.0205,
+		ForkRate: 0.06, MergeRate: 0.15, BodySize: 200})
+	stats := room.Stats()
+	b.Logf("room: %d events, %d merges (one every %d events), %d senders", stats.Events, stats.Merges,
+		stats.Events/max(stats.Merges, 1), stats.Senders)
+	peer := fixturepeer.Start(b, room, fixturepeer.WithBackfillCap(1000))
+	rate := map[bool]float64{}
+	var stateBytes, eventBytes int64
+	for i := 0; i < b.N; i++ {
+		for _, withState := range []bool{false, true} {
+			b.StopTimer()
+			st, res := benchResolverWith(b, peer, fmt.Sprintf("%d-%t", i, withState), !withState)
+			b.StartTimer()
+			start := time.Now()
+			stored := 0
+			for pass := 0; pass < 100; pass++ {
+				r, err := res.SyncRoom(context.Background(), string(room.ID), resolver.History{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				stored += r.Stored
+				if r.Converged {
+					break
+				}
+			}
+			took := time.Since(start)
+			b.StopTimer()
+			if stored != len(room.Events) {
+				b.Fatalf("stored %d events, want %d", stored, len(room.Events))
+			}
+			rate[withState] = float64(stored) / took.Seconds()
+			if withState {
+				stateBytes, eventBytes = tableBytes(b, st, "state_groups", "state_entries"), tableBytes(b, st, "events")
+			}
+			_ = st.Close()
+			b.StartTimer()
+		}
+	}
+	ratio := rate[true] / rate[false]
+	sizes := float64(stateBytes) / float64(eventBytes)
+	b.ReportMetric(rate[false], "events/s-without-state")
+	b.ReportMetric(rate[true], "events/s-with-state")
+	b.ReportMetric(ratio*100, "%-of-rate")
+	b.ReportMetric(sizes, "state/events-size")
+	b.Logf("ingest with state and auth: %.0f events/s, %.0f%% of %.0f without (goal ≥ 60%%); state tables %.2f MiB, %.2f× the events table's %.2f MiB (goal < 5×)",
+		rate[true], ratio*100, rate[false], float64(stateBytes)/(1<<20), sizes, float64(eventBytes)/(1<<20))
+}
+
+// tableBytes is the space SQLite gives the tables and their indexes.
+func tableBytes(b *testing.B, st store.Store, tables ...string) int64 {
+	b.Helper()
+	var total int64
+	for _, t := range tables {
+		n, err := store.TableBytes(context.Background(), st, t)
+		if err != nil {
+			b.Fatal(err)
+		}
+		total += n
+	}
+	return total
 }

@@ -108,6 +108,9 @@ type Config struct {
 	ServerName string
 	SigningKey *mfed.SigningKey
 	Limits     Limits
+	// NoState skips the room state and the authorization rules: events are stored as
+	// verified (IDs, hashes, signatures) and nothing more. For measuring what state costs.
+	NoState bool
 	Observer   Observer
 	Log        logr.Logger
 	// Now is the clock (time.Now when nil).

@@ -86,8 +86,14 @@ func (r *Resolver) roomStates(roomID string) *roomStates {
 // advanceState computes the state and authorization of every held event of the pass's room
 // whose ancestry is complete, and counts the rejected ones in the result.
 func (p *pass) advanceState(ctx context.Context) error {
-	if !stateSupported(p.version) {
+	if p.r.cfg.NoState || !stateSupported(p.version) {
 		return nil
+	}
+	// Every state starts from the create event: until it is held, no event can have one,
+	// and a backfill that has not reached it yet need not look.
+	room, err := p.r.cfg.Store.Room(ctx, p.roomID)
+	if err != nil || room.CreateEventID == "" {
+		return err
 	}
 	rs := p.r.roomStates(p.roomID)
 	rs.mu.Lock()
