@@ -110,9 +110,9 @@ type Config struct {
 	Limits     Limits
 	// NoState skips the room state and the authorization rules: events are stored as
 	// verified (IDs, hashes, signatures) and nothing more. For measuring what state costs.
-	NoState bool
-	Observer   Observer
-	Log        logr.Logger
+	NoState  bool
+	Observer Observer
+	Log      logr.Logger
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
 	// VerifyWorkers verifies PDUs in parallel (GOMAXPROCS when 0).
