@@ -107,3 +107,77 @@ func TestSyncWaitsForPeerThatIsDown(t *testing.T) {
 		t.Errorf("store holds %d events, the room %d", len(got), len(pp.Room.Events))
 	}
 }
+
+// TestInspectStateAt: a room whose peer serves well-signed events that break the
+// authorization rules. After a sync, inspect counts them as rejected, --state-at names the
+// rule an event broke, and the state it prints keeps the room's own power levels (the grabs
+// were rejected) and no stranger.
+func TestInspectStateAt(t *testing.T) {
+	room := fixturepeer.MustGenerate(t, fixturepeer.RoomOptions{Seed: 33, Events: 800, JoinRate: 0.03, UnauthorizedRate: 0.02})
+	peer := fixturepeer.Start(t, room)
+	dir := t.TempDir()
+	storeURL := "sqlite://" + filepath.Join(dir, "events.db")
+	if _, code := run(t, 2*time.Minute, roomsyncBin, "sync", "--store", storeURL, "--server-name", "cli.test",
+		"--signing-key", signingKey(t, dir), "--insecure-skip-tls-verify", "--room", string(room.ID), "--peer", peer.ServerName()); code != 0 {
+		t.Fatalf("roomsync sync exited %d, want 0", code)
+	}
+	out, code := run(t, time.Minute, roomsyncBin, "inspect", "--store", storeURL, "--room", string(room.ID), "--json")
+	var report struct {
+		Events, Rejected int
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &report) != nil || report.Rejected != len(room.Unauthorized) || report.Events != len(room.Events) {
+		t.Fatalf("inspect --json exited %d: %s; want %d events, %d rejected", code, out, len(room.Events), len(room.Unauthorized))
+	}
+
+	type stateAt struct {
+		Rejected string `json:"rejected"`
+		State    []struct {
+			Type       string `json:"type"`
+			StateKey   string `json:"state_key"`
+			EventID    string `json:"event_id"`
+			Membership string `json:"membership"`
+		} `json:"state"`
+	}
+	read := func(eventID string) stateAt {
+		t.Helper()
+		out, code := run(t, time.Minute, roomsyncBin, "inspect", "--store", storeURL, "--room", string(room.ID), "--state-at", eventID, "--json")
+		var s stateAt
+		if code != 0 || json.Unmarshal([]byte(out), &s) != nil {
+			t.Fatalf("inspect --state-at %s exited %d: %s", eventID, code, out)
+		}
+		return s
+	}
+	rejectedSeen := 0
+	for _, e := range room.Events {
+		rule, bad := room.Unauthorized[e.ID]
+		if !bad {
+			continue
+		}
+		if s := read(string(e.ID)); !strings.Contains(s.Rejected, "fail "+rule+":") {
+			t.Errorf("--state-at %s: rejected %q, want rule %s", e.ID, s.Rejected, rule)
+		}
+		if rejectedSeen++; rejectedSeen == 3 {
+			break
+		}
+	}
+	last := room.Events[len(room.Events)-1]
+	s := read(string(last.ID))
+	joined := 0
+	for _, e := range s.State {
+		switch {
+		case e.Type == "m.room.power_levels" && e.EventID != string(room.Events[2].ID):
+			t.Errorf("the state keeps power levels %s, not the room's own %s", e.EventID, room.Events[2].ID)
+		case e.Type == "m.room.member" && strings.HasPrefix(e.StateKey, "@stranger"):
+			t.Errorf("a stranger is in the state: %+v", e)
+		case e.Type == "m.room.member" && e.Membership == "join":
+			joined++
+		}
+	}
+	if joined < 3 {
+		t.Errorf("%d joined members in the state at the last event: %+v", joined, s.State)
+	}
+	text, code := run(t, time.Minute, roomsyncBin, "inspect", "--store", storeURL, "--room", string(room.ID), "--state-at", string(last.ID))
+	if code != 0 || !strings.Contains(text, "m.room.create\t\t") || !strings.Contains(text, "\tjoin\n") {
+		t.Errorf("inspect --state-at (text) exited %d:\n%s", code, text)
+	}
+}
