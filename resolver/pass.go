@@ -46,6 +46,8 @@ type pass struct {
 	version     string
 	budget      int
 	maxRequests int
+	// authWaiting says what the room state waits for: auth events no peer gave.
+	authWaiting string
 
 	// keyWaits names, for events refused because their signing key could not be fetched,
 	// the server whose key it was: a gap on them waits for that key.
@@ -140,7 +142,7 @@ func (p *pass) run(ctx context.Context) error {
 			return err
 		}
 	}
-	if err := p.advanceState(ctx); err != nil {
+	if err := p.computeState(ctx); err != nil {
 		return fmt.Errorf("compute the room state: %w", err)
 	}
 	return p.summarize(ctx, heads)
@@ -608,6 +610,9 @@ func (p *pass) summarize(ctx context.Context, heads []string) error {
 		if server, ok := p.keyWaits[head]; ok {
 			waiting["the signing key of "+server] = true
 		}
+	}
+	if p.authWaiting != "" {
+		waiting[p.authWaiting] = true
 	}
 	p.res.WaitingFor = slices.Sorted(maps.Keys(waiting))
 	p.res.Converged = p.res.PeersAnswered > 0 && len(p.res.UnknownHeads) == 0 && len(gaps) == 0 && room.Events > 0

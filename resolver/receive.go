@@ -137,7 +137,8 @@ func (r *Resolver) receiveRoom(ctx context.Context, origin, roomID string, raws 
 	if err := p.closeLiveGaps(ctx, origin, before, events); err != nil {
 		return p.res.Stored, err
 	}
-	if err := p.advanceState(ctx); err != nil {
+	// Auth events found missing here are fetched by the next sync pass.
+	if _, err := p.advanceState(ctx); err != nil {
 		return p.res.Stored, fmt.Errorf("compute the room state: %w", err)
 	}
 	return p.res.Stored, nil

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -83,23 +84,46 @@ func (r *Resolver) roomStates(roomID string) *roomStates {
 	return rs
 }
 
+// maxAuthFetches bounds the missing auth events one pass fetches.
+const maxAuthFetches = 100
+
+// computeState advances the room state (see advanceState). Auth events it finds missing, which
+// an event may name outside its own ancestry, are fetched from the peers and the computation
+// runs again; what no peer gives is what the room's state waits for.
+func (p *pass) computeState(ctx context.Context) error {
+	missing, err := p.advanceState(ctx)
+	if err != nil || len(missing) == 0 {
+		return err
+	}
+	if err := p.fetchEvents(ctx, missing[:min(len(missing), maxAuthFetches)]); err != nil {
+		return err
+	}
+	if missing, err = p.advanceState(ctx); len(missing) > 0 {
+		p.authWaiting = fmt.Sprintf("%d auth events no peer gave (%s first)", len(missing), missing[0])
+	}
+	return err
+}
+
 // advanceState computes the state and authorization of every held event of the pass's room
-// whose ancestry is complete, and counts the rejected ones in the result.
-func (p *pass) advanceState(ctx context.Context) error {
+// whose ancestry is complete, and counts the rejected ones in the result. It returns the auth
+// events that events wait for because they are not held.
+func (p *pass) advanceState(ctx context.Context) ([]string, error) {
 	if p.r.cfg.NoState || !stateSupported(p.version) {
-		return nil
+		return nil, nil
 	}
 	// Every state starts from the create event: until it is held, no event can have one,
 	// and a backfill that has not reached it yet need not look.
 	room, err := p.r.cfg.Store.Room(ctx, p.roomID)
 	if err != nil || room.CreateEventID == "" {
-		return err
+		return nil, err
 	}
 	rs := p.r.roomStates(p.roomID)
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
-	c := &stateComputation{p: p, rs: rs, version: id.RoomVersion(p.version), known: map[string]store.EventState{}}
-	return c.run(ctx)
+	c := &stateComputation{p: p, rs: rs, version: id.RoomVersion(p.version), known: map[string]store.EventState{},
+		missingAuth: map[string]bool{}}
+	err = c.run(ctx)
+	return slices.Sorted(maps.Keys(c.missingAuth)), err
 }
 
 // stateComputation is one advanceState.
@@ -112,6 +136,8 @@ type stateComputation struct {
 	// What the current page adds, saved together.
 	groups  []store.StateGroup
 	results []store.EventState
+	// missingAuth are auth events that events wait for.
+	missingAuth map[string]bool
 }
 
 func (c *stateComputation) run(ctx context.Context) error {
@@ -201,6 +227,12 @@ func (c *stateComputation) compute(ctx context.Context, ev store.Event) error {
 		}
 	}
 
+	if missing, err := c.missingAuthEvents(ctx, evt); err != nil || len(missing) > 0 {
+		for _, m := range missing {
+			c.missingAuth[string(m)] = true
+		}
+		return err
+	}
 	reason := c.authorize(ctx, evt, beforeState)
 	after := before
 	if reason == "" && evt.StateKey != nil {
@@ -293,6 +325,30 @@ func (c *stateComputation) authorize(ctx context.Context, evt *pdu.PDU, before s
 		return fmt.Sprintf("%s: %v", RejectAuthState, err)
 	}
 	return ""
+}
+
+// missingAuthEvents are the auth events of evt that are not held: the rules cannot be judged
+// without them, so the event waits rather than being rejected.
+func (c *stateComputation) missingAuthEvents(ctx context.Context, evt *pdu.PDU) ([]id.EventID, error) {
+	want := slices.Clone(evt.AuthEvents)
+	if c.version.RoomIDIsCreateEventID() && evt.Type != "m.room.create" {
+		want = append(want, id.EventID("$"+strings.TrimPrefix(string(evt.RoomID), "!")))
+	}
+	held, err := c.loadPDUs(ctx, want)
+	if err != nil || len(held) == len(want) {
+		return nil, err
+	}
+	have := map[id.EventID]bool{}
+	for _, e := range held {
+		have[e.InternalMeta.EventID] = true
+	}
+	var missing []id.EventID
+	for _, w := range want {
+		if !have[w] {
+			missing = append(missing, w)
+		}
+	}
+	return missing, nil
 }
 
 // getKey adapts the resolver's key lookup for third-party invite signatures.
