@@ -9,7 +9,8 @@
 //     a subset of the DAG (a [Hold]), with faults (5xx, 429, hangs, truncated or huge bodies,
 //     floods of tiny PDUs, PDUs over the spec's size) and lies (wrong, foreign, stripped,
 //     badly signed or mis-identified events) that can be switched while the peer runs, and
-//     per-endpoint request counters.
+//     per-endpoint request counters. It answers /state_ids and /state with the room state
+//     before the event, as Synapse, or after it, as Dendrite ([WithStateAfter]).
 //
 // Origin servers are named by IP literals on closed loopback ports ("127.0.0.1:1", see
 // [DefaultOrigins]): asking one directly for its key fails at once and without any DNS

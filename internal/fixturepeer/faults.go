@@ -22,6 +22,8 @@ const (
 	EndpointBackfill         Endpoint = "backfill"           // GET /_matrix/federation/v1/backfill/{roomId}
 	EndpointMissingEvents    Endpoint = "get_missing_events" // POST /_matrix/federation/v1/get_missing_events/{roomId}
 	EndpointEvent            Endpoint = "event"              // GET /_matrix/federation/v1/event/{eventId}
+	EndpointStateIDs         Endpoint = "state_ids"          // GET /_matrix/federation/v1/state_ids/{roomId}
+	EndpointState            Endpoint = "state"              // GET /_matrix/federation/v1/state/{roomId}
 	EndpointTimestampToEvent Endpoint = "timestamp_to_event" // GET /_matrix/federation/v1/timestamp_to_event/{roomId}
 	EndpointMakeJoin         Endpoint = "make_join"          // GET /_matrix/federation/v1/make_join/{roomId}/{userId}
 	EndpointSendJoin         Endpoint = "send_join"          // PUT /_matrix/federation/v2/send_join/{roomId}/{eventId}
@@ -31,7 +33,8 @@ const (
 // Endpoints lists every Endpoint.
 var Endpoints = []Endpoint{
 	EndpointVersion, EndpointServerKeys, EndpointQueryKeys, EndpointBackfill, EndpointMissingEvents,
-	EndpointEvent, EndpointTimestampToEvent, EndpointMakeJoin, EndpointSendJoin, EndpointOther,
+	EndpointEvent, EndpointStateIDs, EndpointState, EndpointTimestampToEvent, EndpointMakeJoin,
+	EndpointSendJoin, EndpointOther,
 }
 
 // FaultKind is what a Fault does instead of (or to) the real answer.
@@ -57,13 +60,14 @@ const (
 	FaultDisconnect
 	// FaultManyPDUs answers 200 with Count tiny PDUs ("{}", default DefaultManyPDUs), generated
 	// while streaming, never allocated: the pdus of a /backfill or /event answer (and of any
-	// other endpoint), the events of a /get_missing_events answer, the state of a send_join
-	// answer, or at /make_join the prev_events of the template (event IDs). Three bytes a PDU:
-	// 20 million fit in 60 MiB, under any byte cap a client would set.
+	// other endpoint), the events of a /get_missing_events answer, the state of a send_join or
+	// /state answer, or at /make_join the prev_events of the template and at /state_ids the
+	// pdu_ids ("$e0", "$e1", …: event IDs). Three bytes a PDU: 20 million fit in 60 MiB,
+	// under any byte cap a client would set.
 	FaultManyPDUs
 	// FaultHugePDU answers 200 with one PDU of Size bytes (default MaxPDUBytes+1, one past
-	// the spec's limit) where FaultManyPDUs puts its PDUs (at /make_join, as the template),
-	// streamed.
+	// the spec's limit) where FaultManyPDUs puts its PDUs (at /make_join, as the template; at
+	// /state_ids, one event ID string of Size bytes, quotes included), streamed.
 	FaultHugePDU
 )
 
@@ -177,8 +181,8 @@ type Lie struct {
 	// Events limits the lie to these events; empty means every event served.
 	Events []id.EventID
 	// Endpoint limits the lie to one endpoint; "" means every endpoint that serves events:
-	// /backfill, /get_missing_events, /event, and the state and auth chain of a send_join
-	// answer.
+	// /backfill, /get_missing_events, /event, /state (its state and auth chain), and the
+	// state and auth chain of a send_join answer. /state_ids serves IDs only: no lie applies.
 	Endpoint Endpoint
 }
 

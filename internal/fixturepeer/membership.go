@@ -16,8 +16,8 @@ import (
 //
 // Dendrite v0.13.8 serves history to anyone (the peer's default); Synapse refuses servers
 // that are not in the room (assert_host_in_room: 403 "Host not in room.") on /backfill,
-// /get_missing_events, /event and /state_ids. WithMembersOnly makes a peer behave as Synapse
-// does; a server gets in by a send_join through the peer (see sendjoin.go) or by
+// /get_missing_events, /event, /state_ids and /state. WithMembersOnly makes a peer behave as
+// Synapse does; a server gets in by a send_join through the peer (see sendjoin.go) or by
 // WithJoined/SetJoined. The room's own origins are not members unless they join too: the
 // fixture's DAG has no notion of the peer's view of membership, and tests want to decide.
 
@@ -25,7 +25,7 @@ import (
 // a server that is not in the room, word for word as Synapse.
 const ErrHostNotInRoom = "Host not in room."
 
-// WithMembersOnly makes /backfill, /get_missing_events and /event answer
+// WithMembersOnly makes /backfill, /get_missing_events, /event, /state_ids and /state answer
 // 403 {"errcode":"M_FORBIDDEN","error":"Host not in room."} unless the request's X-Matrix
 // origin has joined the room through this peer, as Synapse does. A room the peer does not
 // serve is one no server is in: 403 there too, as Synapse (404 without this option).
@@ -104,7 +104,8 @@ func (c *peerConfig) joinKeyGetter() pdu.GetKeyFunc {
 
 // SynapseOptions are the options that make a peer behave as Synapse does towards a server
 // syncing a room: members only, min_depth ignored, 20 events per /get_missing_events and
-// 100 per /backfill.
+// 100 per /backfill. /state_ids and /state answer the state before the event, as Synapse,
+// by default (not WithStateAfter).
 func SynapseOptions() []Option {
 	return []Option{
 		WithMembersOnly(), WithoutMinDepth(),
@@ -182,9 +183,9 @@ func requestOrigin(req *http.Request) string {
 	return federation.ParseXMatrixAuth(req.Header.Get("Authorization")).Origin
 }
 
-// historyRoom returns the served room a history request (/backfill, /get_missing_events)
-// names, or the refusal to answer: 404 for an unknown room, or when members-only, 403 for a
-// server that is not in it (an unknown room included, as Synapse).
+// historyRoom returns the served room a history request (/backfill, /get_missing_events,
+// /state_ids, /state) names, or the refusal to answer: 404 for an unknown room, or when
+// members-only, 403 for a server that is not in it (an unknown room included, as Synapse).
 func (p *Peer) historyRoom(req *http.Request) (*Room, *holdState, int, any) {
 	sr, ok := p.rooms[id.RoomID(req.PathValue("roomId"))]
 	if p.membersOnly.Load() && (!ok || !sr.isJoined(requestOrigin(req))) {

@@ -62,6 +62,8 @@ type peerConfig struct {
 	joined      []string
 	joinKeys    map[string]map[id.KeyID]id.SigningKey
 	joinKeyFunc pdu.GetKeyFunc
+
+	stateAfter bool // WithStateAfter (state.go)
 }
 
 type extraRoom struct {
@@ -124,6 +126,7 @@ type Peer struct {
 	membersOnly atomic.Bool
 	inviteOnly  bool
 	noMinDepth  bool
+	stateAfter  bool           // /state_ids and /state answer the state after the event
 	joinKey     pdu.GetKeyFunc // nil: send_join does not check signatures
 
 	counts map[Endpoint]*atomic.Int64
@@ -228,6 +231,7 @@ func New(room *Room, opts ...Option) (*Peer, error) {
 	p.membersOnly.Store(cfg.membersOnly)
 	p.inviteOnly = cfg.inviteOnly
 	p.noMinDepth = cfg.noMinDepth
+	p.stateAfter = cfg.stateAfter
 	p.joinKey = cfg.joinKeyGetter()
 	for _, x := range cfg.extra {
 		if err := add(x.room, x.hold); err != nil {
@@ -451,6 +455,8 @@ func (p *Peer) routes() http.Handler {
 	mux.Handle("GET "+fed+"backfill/{roomId}", p.wrap(EndpointBackfill, true, p.backfill))
 	mux.Handle("POST "+fed+"get_missing_events/{roomId}", p.wrap(EndpointMissingEvents, true, p.missingEvents))
 	mux.Handle("GET "+fed+"event/{eventId}", p.wrap(EndpointEvent, true, p.event))
+	mux.Handle("GET "+fed+"state_ids/{roomId}", p.wrap(EndpointStateIDs, true, p.stateIDs))
+	mux.Handle("GET "+fed+"state/{roomId}", p.wrap(EndpointState, true, p.state))
 	mux.Handle("GET "+fed+"timestamp_to_event/{roomId}", p.wrap(EndpointTimestampToEvent, true, p.timestampToEvent))
 	mux.Handle("GET "+fed+"make_join/{roomId}/{userId}", p.wrap(EndpointMakeJoin, true, p.makeJoin))
 	mux.Handle("PUT /_matrix/federation/v2/send_join/{roomId}/{eventId}", p.wrap(EndpointSendJoin, true, p.sendJoin))
@@ -660,22 +666,32 @@ func (p *Peer) pduEnvelope(r *http.Request, ep Endpoint) (head, tail string) {
 		return fmt.Sprintf(`{"room_version":%q,"event":`, version), `}`
 	case EndpointSendJoin:
 		return `{"auth_chain":[],"event":{},"members_omitted":false,"servers_in_room":[],"state":[`, `]}`
+	case EndpointState:
+		return `{"auth_chain":[],"pdus":[`, `]}`
+	case EndpointStateIDs:
+		return `{"auth_chain_ids":[],"pdu_ids":[`, `]}`
 	}
 	return fmt.Sprintf(`{"origin":%q,"origin_server_ts":%d,"pdus":[`, p.name, time.Now().UnixMilli()), `]}`
 }
 
 // writeManyPDUs streams an answer at ep of n "{}" PDUs, or at /make_join a template of n
-// prev_events, in 64 KiB writes.
+// prev_events and at /state_ids n event IDs, in 64 KiB writes.
 func (p *Peer) writeManyPDUs(w http.ResponseWriter, r *http.Request, ep Endpoint, n int) {
 	head, tail := p.pduEnvelope(r, ep)
 	elem := func(b []byte, _ int) []byte { return append(b, "{}"...) }
-	if ep == EndpointMakeJoin {
+	eventID := func(b []byte, i int) []byte {
+		b = strconv.AppendInt(append(b, `"$e`...), int64(i), 10)
+		return append(b, '"')
+	}
+	switch ep {
+	case EndpointMakeJoin:
 		head += `{"type":"m.room.member","prev_events":[`
 		tail = `]}` + tail
-		elem = func(b []byte, i int) []byte {
-			b = strconv.AppendInt(append(b, `"$e`...), int64(i), 10)
-			return append(b, '"')
-		}
+		elem = eventID
+	case EndpointStateIDs:
+		// pdu_ids holds strings: objects there would fail a client's decoding at once, not
+		// its limits.
+		elem = eventID
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusOK)
@@ -706,7 +722,10 @@ func (p *Peer) writeManyPDUs(w http.ResponseWriter, r *http.Request, ep Endpoint
 // writeHugePDU streams an answer at ep holding one PDU of size bytes.
 func (p *Peer) writeHugePDU(w http.ResponseWriter, r *http.Request, ep Endpoint, size int64) {
 	head, tail := p.pduEnvelope(r, ep)
-	const pduHead, pduTail = `{"type":"m.room.message","prev_events":[],"padding":"`, `"}`
+	pduHead, pduTail := `{"type":"m.room.message","prev_events":[],"padding":"`, `"}`
+	if ep == EndpointStateIDs {
+		pduHead, pduTail = `"$`, `"` // an event ID, as pdu_ids holds
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusOK)
 	pad := max(size-int64(len(pduHead)+len(pduTail)), 0)

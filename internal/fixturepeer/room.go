@@ -189,6 +189,10 @@ type Room struct {
 	members    map[id.UserID]int32
 	powerIdx   int32
 	rulesIdx   int32
+
+	// The state before and after each event, computed on first use (see state.go).
+	stateOnce sync.Once
+	stateMemo *roomStates
 }
 
 // EventSet is a set of event IDs.
