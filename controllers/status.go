@@ -82,6 +82,10 @@ func applyResults(obj *roomsyncv1alpha1.RoomSync, results []resolver.RoomResult,
 			st.Unfillable = int64(r.Unfillable)
 			st.Redacted = r.Room.Redacted
 			st.Rejected = r.Room.Rejected
+			st.StateFrom = nil
+			for _, f := range r.StateFrom[:min(len(r.StateFrom), maxStateFrom)] {
+				st.StateFrom = append(st.StateFrom, truncate(f, 256))
+			}
 			st.WaitingFor = nil
 			for _, w := range r.WaitingFor[:min(len(r.WaitingFor), maxWaitingFor)] {
 				st.WaitingFor = append(st.WaitingFor, truncate(w, 256))
@@ -101,6 +105,9 @@ func applyResults(obj *roomsyncv1alpha1.RoomSync, results []resolver.RoomResult,
 
 // maxWaitingFor is the schema's bound on status.rooms[].waitingFor.
 const maxWaitingFor = 16
+
+// maxStateFrom bounds status.rooms[].stateFrom, as the CRD does.
+const maxStateFrom = 5
 
 // applyPeers writes the resolver's view of the peers into the peer statuses.
 func applyPeers(obj *roomsyncv1alpha1.RoomSync, peers []resolver.PeerStatus) {

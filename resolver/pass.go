@@ -46,8 +46,9 @@ type pass struct {
 	version     string
 	budget      int
 	maxRequests int
-	// authWaiting says what the room state waits for: auth events no peer gave.
-	authWaiting string
+	// authWaiting and stateWaiting say what the room state waits for: auth events no peer
+	// gave, the state at the start of a bounded history.
+	authWaiting, stateWaiting string
 
 	// keyWaits names, for events refused because their signing key could not be fetched,
 	// the server whose key it was: a gap on them waits for that key.
@@ -611,8 +612,10 @@ func (p *pass) summarize(ctx context.Context, heads []string) error {
 			waiting["the signing key of "+server] = true
 		}
 	}
-	if p.authWaiting != "" {
-		waiting[p.authWaiting] = true
+	for _, w := range []string{p.authWaiting, p.stateWaiting} {
+		if w != "" {
+			waiting[w] = true
+		}
 	}
 	p.res.WaitingFor = slices.Sorted(maps.Keys(waiting))
 	p.res.Converged = p.res.PeersAnswered > 0 && len(p.res.UnknownHeads) == 0 && len(gaps) == 0 && room.Events > 0

@@ -225,6 +225,9 @@ type RoomResult struct {
 	Converged bool
 	// BudgetExhausted: the pass stopped at MaxEventsPerPass with work left.
 	BudgetExhausted bool
+	// StateFrom says whose word the state at the start of a bounded history is: the peers
+	// that answered /state_ids, and at which events.
+	StateFrom []string
 	// PeersAnswered counts the peers that told us their heads.
 	PeersAnswered int
 	// Err is the last error of the pass that did not stop it (a peer failing, say).

@@ -91,7 +91,17 @@ const maxAuthFetches = 100
 // an event may name outside its own ancestry, are fetched from the peers and the computation
 // runs again; what no peer gives is what the room's state waits for.
 func (p *pass) computeState(ctx context.Context) error {
+	if err := p.fetchBoundaryStates(ctx); err != nil {
+		return err
+	}
 	missing, err := p.advanceState(ctx)
+	if err == nil && !p.r.cfg.NoState {
+		bs, err := p.r.cfg.Store.BoundaryStates(ctx, p.roomID)
+		if err != nil {
+			return err
+		}
+		p.res.StateFrom = stateFrom(bs)
+	}
 	if err != nil || len(missing) == 0 {
 		return err
 	}
@@ -111,17 +121,25 @@ func (p *pass) advanceState(ctx context.Context) ([]string, error) {
 	if p.r.cfg.NoState || !stateSupported(p.version) {
 		return nil, nil
 	}
-	// Every state starts from the create event: until it is held, no event can have one,
-	// and a backfill that has not reached it yet need not look.
+	// Every state starts from the create event, or in a bounded history from the state a
+	// peer said it begins with: until then no event can have one, and a backfill that has not
+	// reached it need not look.
 	room, err := p.r.cfg.Store.Room(ctx, p.roomID)
-	if err != nil || room.CreateEventID == "" {
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil // nothing stored yet
+	}
+	if err != nil {
+		return nil, err
+	}
+	boundary, err := p.r.cfg.Store.BoundaryStates(ctx, p.roomID)
+	if err != nil || (room.CreateEventID == "" && len(boundary) == 0) {
 		return nil, err
 	}
 	rs := p.r.roomStates(p.roomID)
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
 	c := &stateComputation{p: p, rs: rs, version: id.RoomVersion(p.version), known: map[string]store.EventState{},
-		missingAuth: map[string]bool{}}
+		missingAuth: map[string]bool{}, boundary: boundary}
 	err = c.run(ctx)
 	return slices.Sorted(maps.Keys(c.missingAuth)), err
 }
@@ -138,6 +156,8 @@ type stateComputation struct {
 	results []store.EventState
 	// missingAuth are auth events that events wait for.
 	missingAuth map[string]bool
+	// boundary are the states after events not held, as peers said them.
+	boundary map[string]store.BoundaryState
 }
 
 func (c *stateComputation) run(ctx context.Context) error {
@@ -185,6 +205,13 @@ func (c *stateComputation) readPrevStates(ctx context.Context, page []store.Even
 	for id, s := range states {
 		if s.Before > 0 {
 			c.known[id] = s
+		}
+	}
+	for _, id := range ids {
+		if b, ok := c.boundary[id]; ok {
+			if _, computed := c.known[id]; !computed {
+				c.known[id] = store.EventState{EventID: id, Before: b.Group, After: b.Group}
+			}
 		}
 	}
 	return nil

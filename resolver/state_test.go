@@ -3,6 +3,7 @@ package resolver_test
 import (
 	"context"
 	"maps"
+	"slices"
 	"strings"
 	"testing"
 
@@ -82,4 +83,66 @@ func expectedStates(room *fixturepeer.Room) []stateres.StateMap {
 		after[i] = a
 	}
 	return before
+}
+
+// A bounded history: the oldest events held name prevs that are never fetched, so the state
+// where the history begins comes from the peer's /state_ids, whichever "at" it means (the
+// state before the event, as Synapse; after it, as Dendrite). Every event within the bound
+// gets its state, equal to the room's, and the result names the peer whose word it is.
+func TestBoundedHistoryStateFromPeer(t *testing.T) {
+	room := fixturepeer.MustGenerate(t, fixturepeer.RoomOptions{Seed: 96, Events: 500, JoinRate: 0.03, RenameRate: 0.02})
+	minDepth := room.Stats().MaxDepth / 2
+	for _, tc := range []struct {
+		name string
+		opts []fixturepeer.Option
+	}{
+		{"state before the event, as Synapse", nil},
+		{"state after the event, as Dendrite", []fixturepeer.Option{fixturepeer.WithStateAfter()}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			peer := fixturepeer.Start(t, room, tc.opts...)
+			h := newHarness(t, room, []*fixturepeer.Peer{peer})
+			ctx := context.Background()
+			var last resolver.RoomResult
+			for range 5 {
+				r, err := h.res.SyncRoom(ctx, string(room.ID), resolver.History{MinDepth: minDepth})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if last = r; r.Converged && len(r.StateFrom) > 0 {
+					break
+				}
+			}
+			if !last.Converged || len(last.StateFrom) == 0 || !strings.Contains(last.StateFrom[0], peer.ServerName()) {
+				t.Fatalf("last pass %+v; want converged, the state's source named", last)
+			}
+			if n := peer.Count(fixturepeer.EndpointStateIDs); n == 0 {
+				t.Error("the peer was never asked /state_ids")
+			}
+			checked := 0
+			for _, e := range room.Events {
+				if e.Depth < minDepth || !h.storedIDs()[e.ID] {
+					continue
+				}
+				state, _, err := resolver.StateBefore(ctx, h.store, string(e.ID))
+				if err != nil {
+					t.Fatalf("event %s (depth %d): %v", e.ID, e.Depth, err)
+				}
+				want, _ := room.StateBefore(e.ID)
+				got := make([]id.EventID, 0, len(state))
+				for _, v := range state {
+					got = append(got, v)
+				}
+				slices.Sort(got)
+				slices.Sort(want)
+				if !slices.Equal(got, want) {
+					t.Fatalf("state before %s (depth %d): %d entries, want %d", e.ID, e.Depth, len(got), len(want))
+				}
+				checked++
+			}
+			if checked < 200 {
+				t.Errorf("checked %d events within the bound, want most of the room's", checked)
+			}
+		})
+	}
 }

@@ -38,6 +38,7 @@ func TestChildTimestamps(t *testing.T) {
 				`ALTER TABLE rooms DROP COLUMN state_group_seq`,
 				`DROP TABLE state_groups`,
 				`DROP TABLE state_entries`,
+				`DROP TABLE boundary_states`,
 				`DELETE FROM schema_migrations WHERE version >= 2`,
 			} {
 				if _, err := s.(*sqlStore).wdb.ExecContext(ctx, stmt); err != nil {

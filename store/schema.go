@@ -159,6 +159,16 @@ var migrations = []migration{
 				chain      INTEGER NOT NULL,
 				PRIMARY KEY (room_id, group_no)
 			){{WITHOUT_ROWID}}`,
+			// The state after an event the store does not hold, as a peer told it (/state_ids):
+			// where a bounded history begins, the state the oldest events start from.
+			`CREATE TABLE boundary_states (
+				room_id    TEXT NOT NULL,
+				event_id   TEXT NOT NULL,
+				group_no   BIGINT NOT NULL,
+				source     TEXT NOT NULL,
+				fetched_at BIGINT NOT NULL,
+				PRIMARY KEY (room_id, event_id)
+			){{WITHOUT_ROWID}}`,
 			// event_id '' removes the key from the state of prev_group.
 			`CREATE TABLE state_entries (
 				room_id   TEXT NOT NULL,

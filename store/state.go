@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 )
 
 // StateKey names one entry of a room's state.
@@ -231,4 +232,51 @@ func TableBytes(ctx context.Context, st Store, table string) (int64, error) {
 		return 0, fmt.Errorf("size of table %s: %w", table, err)
 	}
 	return n, nil
+}
+
+// BoundaryState is the state after an event the store does not hold, as a peer said it.
+type BoundaryState struct {
+	EventID   string
+	Group     int64
+	Source    string
+	FetchedAt time.Time
+}
+
+func (s *sqlStore) SaveBoundaryState(ctx context.Context, roomID, eventID string, group StateGroup, source string) error {
+	err := s.inRoomTx(ctx, roomID, false, func(tx *sql.Tx, _ *roomRow) error {
+		if err := s.insertStateGroups(ctx, tx, roomID, []StateGroup{group}); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, s.d.rebind(`INSERT INTO boundary_states (room_id, event_id, group_no, source, fetched_at)
+			VALUES (?, ?, ?, ?, ?) ON CONFLICT (room_id, event_id) DO UPDATE SET
+				group_no = excluded.group_no, source = excluded.source, fetched_at = excluded.fetched_at`),
+			roomID, eventID, group.No, source, time.Now().UnixMilli())
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("save the state after %s in %s: %w", eventID, roomID, err)
+	}
+	return nil
+}
+
+func (s *sqlStore) BoundaryStates(ctx context.Context, roomID string) (map[string]BoundaryState, error) {
+	rows, err := s.db.QueryContext(ctx, s.d.rebind(`SELECT event_id, group_no, source, fetched_at FROM boundary_states WHERE room_id = ?`), roomID)
+	if err != nil {
+		return nil, fmt.Errorf("read boundary states of %s: %w", roomID, withContextErr(ctx, err))
+	}
+	defer rows.Close()
+	out := map[string]BoundaryState{}
+	for rows.Next() {
+		var b BoundaryState
+		var at int64
+		if err := rows.Scan(&b.EventID, &b.Group, &b.Source, &at); err != nil {
+			return nil, fmt.Errorf("read boundary states of %s: %w", roomID, err)
+		}
+		b.FetchedAt = time.UnixMilli(at)
+		out[b.EventID] = b
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read boundary states of %s: %w", roomID, err)
+	}
+	return out, nil
 }

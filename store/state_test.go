@@ -72,6 +72,25 @@ func testState(t *testing.T, newURL func(testing.TB) string) {
 	if err := s.SaveState(ctx, room, []StateGroup{{No: 0}}, nil); err == nil {
 		t.Error("a group numbered 0 was saved")
 	}
+	// The state after an event not held, as a peer said it: recorded with its group, and
+	// replaced by a later answer.
+	for i, source := range []string{"a.example", "b.example"} {
+		no, err := s.AllocateStateGroups(ctx, room, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		g := StateGroup{No: no, Entries: map[StateKey]string{create: chain[0].ID, topic: "$old-topic"}}
+		if err := s.SaveBoundaryState(ctx, room, "$missing", g, source); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.BoundaryStates(ctx, room)
+		if b := got["$missing"]; err != nil || len(got) != 1 || b.Group != no || b.Source != source || b.FetchedAt.IsZero() {
+			t.Fatalf("boundary states after save %d: %+v, %v", i, got, err)
+		}
+		if stored, err := s.StateGroup(ctx, room, no); err != nil || !maps.Equal(stored.Entries, g.Entries) {
+			t.Errorf("the boundary group: %+v, %v", stored, err)
+		}
+	}
 	if err := s.CheckConsistency(ctx, room); err != nil {
 		t.Error(err)
 	}

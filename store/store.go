@@ -190,6 +190,11 @@ type Store interface {
 	// EventStates returns the state groups and rejection of each held event of eventIDs (an
 	// event whose state is not computed yet has Before 0).
 	EventStates(ctx context.Context, eventIDs []string) (map[string]EventState, error)
+	// SaveBoundaryState records the state after an event the store does not hold, as source
+	// (a peer) said it, with the state group that holds it, in one transaction.
+	SaveBoundaryState(ctx context.Context, roomID, eventID string, group StateGroup, source string) error
+	// BoundaryStates returns the room's boundary states (see SaveBoundaryState), by event ID.
+	BoundaryStates(ctx context.Context, roomID string) (map[string]BoundaryState, error)
 	// EventsWithoutState returns up to limit events of the room whose state is not computed
 	// yet, in topological order, strictly after the position after (nil: from the start).
 	EventsWithoutState(ctx context.Context, roomID string, after *Position, limit int) ([]Event, error)

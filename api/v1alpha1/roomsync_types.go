@@ -302,6 +302,11 @@ type RoomStatus struct {
 	// and never part of the room state.
 	// +optional
 	Rejected int64 `json:"rejected,omitempty"`
+	// StateFrom says whose word the room state at the start of a bounded history is: the
+	// peer that answered /state_ids, at which event, and when.
+	// +optional
+	// +kubebuilder:validation:MaxItems=5
+	StateFrom []string `json:"stateFrom,omitempty"`
 	// LastError is the last error of a sync pass of this room, empty after a clean pass.
 	// +optional
 	LastError string `json:"lastError,omitempty"`

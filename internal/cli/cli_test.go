@@ -10,6 +10,7 @@ import (
 
 	mfed "maunium.net/go/mautrix/federation"
 
+	"github.com/roomsync/roomsync/resolver/federation"
 	"github.com/roomsync/roomsync/store"
 )
 
@@ -146,7 +147,7 @@ func TestKeygenOutputLoads(t *testing.T) {
 	}
 	path := filepath.Join(t.TempDir(), "k")
 	writeFile(t, path, stdout.String())
-	key, err := loadSigningKey(path)
+	key, err := federation.LoadSigningKey(path)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -119,7 +119,7 @@ func runManager(args []string, _, stderr io.Writer) int {
 	}
 	// Identity and store are checked before anything starts: a manager that cannot sign or
 	// store must say so at once, not fail every reconcile.
-	key, err := loadSigningKey(opts.signingKeyFile)
+	key, err := federation.LoadSigningKey(opts.signingKeyFile)
 	if err != nil {
 		return badInput(stderr, fs, err)
 	}

@@ -17,6 +17,7 @@ import (
 
 	roomsyncv1alpha1 "github.com/roomsync/roomsync/api/v1alpha1"
 	"github.com/roomsync/roomsync/resolver"
+	"github.com/roomsync/roomsync/resolver/federation"
 	"github.com/roomsync/roomsync/store"
 )
 
@@ -160,7 +161,7 @@ func runSync(args []string, stdout, stderr io.Writer) int {
 	if err := opts.validate(); err != nil {
 		return badInput(stderr, fs, err)
 	}
-	key, err := loadSigningKey(opts.signingKeyFile)
+	key, err := federation.LoadSigningKey(opts.signingKeyFile)
 	if err != nil {
 		return badInput(stderr, fs, err)
 	}

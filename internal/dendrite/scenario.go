@@ -27,6 +27,9 @@ type ForkedRoomOptions struct {
 	RoomVersion string
 	// Seed picks the order of the rounds' state changes and the users they target.
 	Seed uint64
+	// AfterSetUp, when set, runs once the room exists and its users are in, before the
+	// rounds: where another server joins so that the whole history is its to see.
+	AfterSetUp func(ctx context.Context, roomID string) error
 }
 
 // ForkedRoom is what was built.
@@ -74,7 +77,7 @@ const (
 	actKick
 	// actBan: each admin bans a user of the other server and unbans them; they join again.
 	actBan
-	// actPower: both admins change the power levels at once.
+	// actPower: one admin changes the power levels (the servers' admins in turn).
 	actPower
 	// actRules: one admin toggles the join rule (public ↔ invite) while the other changes the
 	// history visibility; a user of the toggling server then leaves and joins again under the
@@ -274,6 +277,11 @@ func BuildForkedRoom(ctx context.Context, a, b *Peer, o ForkedRoomOptions) (Fork
 	t0 := time.Now()
 	if err := bl.setUp(ctx, a, b); err != nil {
 		return ForkedRoom{}, fmt.Errorf("forked room: %w", err)
+	}
+	if o.AfterSetUp != nil {
+		if err := o.AfterSetUp(ctx, bl.room); err != nil {
+			return ForkedRoom{}, fmt.Errorf("forked room %s, after the set-up: %w", bl.room, err)
+		}
 	}
 	bl.logf("forked room %s: %d users joined on both servers in %v; %d rounds next",
 		bl.room, len(bl.sides[0].all)+len(bl.sides[1].all), time.Since(t0).Round(time.Millisecond), o.Rounds)
@@ -496,6 +504,12 @@ func (bl *builder) playSide(ctx context.Context, r int, p round, i int, st roomS
 			return err
 		}
 	case actPower:
+		// One admin a round, in turn. Two at once is a conflict Dendrite v0.13.8 resolves to a
+		// state without power levels at all (seen in the state oracle test), which no
+		// resolution the spec describes gives: the room would test Dendrite, not roomsync.
+		if i != r%2 {
+			break
+		}
 		// r+1: round 0 must not repeat the content set at the start.
 		err := bl.putState(ctx, me.admin, "m.room.power_levels", bl.powerLevels(r+1, i))
 		if err := bl.note("power_levels", err); err != nil {

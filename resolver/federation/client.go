@@ -18,7 +18,9 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/tidwall/gjson"
@@ -383,4 +385,34 @@ func toEventIDs(ids []string) []id.EventID {
 		out[i] = id.EventID(e)
 	}
 	return out
+}
+
+// StateIDs asks peer for the room state at an event (/state_ids): the IDs of the state events
+// and of their auth chain. Servers differ on "at": Synapse answers the state before the event,
+// Dendrite v0.13.8 the state after it (the event included when it is a state event).
+func (c *Client) StateIDs(ctx context.Context, peer, roomID, eventID string) (state, authChain []string, err error) {
+	params := mfed.RequestParams{
+		ServerName:   peer,
+		Method:       http.MethodGet,
+		Path:         mfed.URLPath{"v1", "state_ids", id.RoomID(roomID)},
+		Query:        url.Values{"event_id": {eventID}},
+		Authenticate: true,
+	}
+	err = c.fetchAnswer(ctx, params, c.fed.ResponseSizeLimit, "/state_ids", func(body io.Reader, maxBytes int64) error {
+		var answer struct {
+			PDUIDs       []string `json:"pdu_ids"`
+			AuthChainIDs []string `json:"auth_chain_ids"`
+		}
+		if err := json.NewDecoder(io.LimitReader(body, maxBytes)).Decode(&answer); err != nil {
+			return fmt.Errorf("%w: /state_ids: %w", ErrBadResponse, err)
+		}
+		for _, id := range append(slices.Clone(answer.PDUIDs), answer.AuthChainIDs...) {
+			if !strings.HasPrefix(id, "$") {
+				return fmt.Errorf("%w: /state_ids names %q, not an event ID", ErrBadResponse, id)
+			}
+		}
+		state, authChain = answer.PDUIDs, answer.AuthChainIDs
+		return nil
+	})
+	return state, authChain, err
 }
