@@ -1,9 +1,12 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"maps"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -239,6 +242,9 @@ func (s *syncIdentity) compareStates(t *testing.T, ctx context.Context, d *dendr
 		if !root {
 			continue // it inherits an earlier difference
 		}
+		if dir := os.Getenv("ROOMSYNC_ORACLE_DUMP"); dir != "" {
+			dumpRoot(t, ctx, st, dir, ev, ours, theirs)
+		}
 		// Where the prevs' states agree and ours and Dendrite's merged states do not, say
 		// whose answer a rule of the spec rules out.
 		for k := range keysOf(ours, theirs) {
@@ -321,6 +327,50 @@ func dendriteAnomaly(ctx context.Context, st store.Store, k pdu.StateKey, ours, 
 		}
 	}
 	return ""
+}
+
+// dumpRoot writes, for a diagnosis away from the test, a root divergence: the event, the
+// states after its prevs as we computed them, both merged states, and every event of the
+// room (one JSON object a line), into dir.
+func dumpRoot(t *testing.T, ctx context.Context, st store.Store, dir string, ev store.Event, ours, theirs map[pdu.StateKey]id.EventID) {
+	t.Helper()
+	list := func(m map[pdu.StateKey]id.EventID) []string {
+		out := []string{}
+		for _, e := range m {
+			out = append(out, string(e))
+		}
+		slices.Sort(out)
+		return out
+	}
+	root := map[string]any{"event": ev.ID, "ours": list(ours), "theirs": list(theirs)}
+	var prevStates [][]string
+	for _, p := range ev.PrevEvents {
+		state, own, err := resolver.StateBefore(ctx, st, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		after := maps.Clone(state)
+		events, _ := st.Events(ctx, []string{p})
+		if e := events[p]; e.StateKey != nil && own.Rejected == "" {
+			after[pdu.StateKey{Type: e.Type, StateKey: *e.StateKey}] = id.EventID(p)
+		}
+		prevStates = append(prevStates, list(after))
+	}
+	root["prev_states"] = prevStates
+	name := filepath.Join(dir, "root-"+strings.TrimPrefix(ev.ID, "$")+".json")
+	b, _ := json.Marshal(root)
+	if err := os.WriteFile(name, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var all bytes.Buffer
+	_ = st.StreamEvents(ctx, ev.RoomID, func(e store.Event) error {
+		fmt.Fprintf(&all, "{\"event_id\":%q,\"rejected\":%q,\"pdu\":%s}\n", e.ID, e.Rejected, e.Raw)
+		return nil
+	})
+	if err := os.WriteFile(filepath.Join(dir, "events.jsonl"), all.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("root divergence %s written to %s", ev.ID, name)
 }
 
 // stateOf names each event of ids by its key, from the store.
