@@ -245,13 +245,21 @@ func (s *syncIdentity) compareStates(t *testing.T, ctx context.Context, d *dendr
 		if dir := os.Getenv("ROOMSYNC_ORACLE_DUMP"); dir != "" {
 			dumpRoot(t, ctx, st, dir, ev, ours, theirs)
 		}
-		// Where the prevs' states agree and ours and Dendrite's merged states do not, say
-		// whose answer a rule of the spec rules out.
+		// Where the prevs' states agree and ours and Dendrite's merged states do not, the
+		// difference must be one of two kinds (see dendriteAnomaly). Lost power levels are
+		// Dendrite's known departure from the spec: its resolver (gomatrixserverlib's
+		// authAndApplyEvents) falls back to an event's own auth events for member keys only,
+		// so while the power levels are conflicted it checks them against none at all.
+		noFallback := conflictedAuthKeys(t, ctx, st, ev)
 		for k := range keysOf(ours, theirs) {
 			if ours[k] == theirs[k] {
 				continue
 			}
-			switch kind := dendriteAnomaly(ctx, st, k, ours[k], theirs[k]); kind {
+			kind := dendriteAnomaly(ctx, st, k, ours[k], theirs[k])
+			if kind == "lost the power levels" && !slices.Contains(noFallback, "m.room.power_levels") {
+				kind = ""
+			}
+			switch kind {
 			case "":
 				evs, _ := st.Events(ctx, []string{string(ours[k])})
 				unexplained = append(unexplained, fmt.Sprintf("%s\n  ours is %s", line, evs[string(ours[k])].Raw))
@@ -274,13 +282,50 @@ func (s *syncIdentity) compareStates(t *testing.T, ctx context.Context, d *dendr
 	}
 }
 
+// conflictedAuthKeys are the keys among the power levels and the join rules whose events
+// differ between the states after ev's prevs.
+func conflictedAuthKeys(t *testing.T, ctx context.Context, st store.Store, ev store.Event) []string {
+	t.Helper()
+	seen := map[pdu.StateKey]map[id.EventID]bool{}
+	for _, p := range ev.PrevEvents {
+		state, own, err := resolver.StateBefore(ctx, st, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		after := maps.Clone(state)
+		events, err := st.Events(ctx, []string{p})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e := events[p]; e.StateKey != nil && own.Rejected == "" {
+			after[pdu.StateKey{Type: e.Type, StateKey: *e.StateKey}] = id.EventID(p)
+		}
+		for _, k := range []pdu.StateKey{{Type: "m.room.power_levels"}, {Type: "m.room.join_rules"}} {
+			if seen[k] == nil {
+				seen[k] = map[id.EventID]bool{}
+			}
+			seen[k][after[k]] = true
+		}
+	}
+	var out []string
+	for k, values := range seen {
+		if len(values) > 1 {
+			out = append(out, k.Type)
+		}
+	}
+	return out
+}
+
 // dendriteAnomaly names what is odd in Dendrite's value of key k where a merge makes it
 // differ from ours, or "" when nothing does:
 //   - "lost the power levels": no m.room.power_levels at all, which state resolution cannot
 //     give, since the power levels of every state passed the rules before;
 //   - "rewound a key": an older event of the same key, one that ours descends from (through
 //     its auth events or its prev events): the newer event, which passed the rules on its
-//     branch and in our resolution, was dropped.
+//     branch and in our resolution, was dropped. Not settled: in the one such merge fed to
+//     gomatrixserverlib by hand (a join, a ban and an unban of one user on one branch, so the
+//     join is in the ban's auth chain), it agreed with Dendrite and, by our reading of the
+//     spec's step 1, not with it; see the session notes.
 func dendriteAnomaly(ctx context.Context, st store.Store, k pdu.StateKey, ours, theirs id.EventID) string {
 	if k.Type == "m.room.power_levels" && theirs == "" && ours != "" {
 		return "lost the power levels"
