@@ -102,6 +102,22 @@ func TestPowerOrder(t *testing.T) {
 	}
 }
 
+// Power levels changed on one branch only: the change stays. Seen against Dendrite (the
+// state oracle e2e test), whose resolver, gomatrixserverlib, checks conflicted power levels
+// against no power levels at all (it falls back to an event's own auth events for member
+// keys only, where the spec says every key), rejects both and leaves the room without any.
+func TestPowerLevelsChangedOnOneBranch(t *testing.T) {
+	for _, version := range versions {
+		t.Run(string(version), func(t *testing.T) {
+			r := newPublicRoom(t, version, bob, 100)
+			pl1 := r.send("bob: new power levels", bob, "m.room.power_levels", "", r.powerLevels(bob, 100, frank, 10), r.create, r.pl, r.bobJoin)
+			want := r.base()
+			want[pdu.StateKey{Type: "m.room.power_levels"}] = pl1
+			r.expect(want, r.base(), want)
+		})
+	}
+}
+
 func TestBanAgainstJoin(t *testing.T) {
 	for _, version := range versions {
 		t.Run(string(version)+"/ban wins", func(t *testing.T) {
@@ -115,6 +131,21 @@ func TestBanAgainstJoin(t *testing.T) {
 			// step 4 against a state where Eve is banned (rule 5.3.3). The earlier clock of the
 			// join does not matter.
 			r.expect(r.base(ban), r.base(join), r.base(ban))
+		})
+
+		t.Run(string(version)+"/unban after the ban of a join", func(t *testing.T) {
+			// Seen against Dendrite (the state oracle e2e test): one branch holds Eve's join,
+			// the other the join, Alice's ban of it and her unban. The join is in the ban's
+			// auth chain and in the full conflicted set, so step 1 takes it along with the
+			// power events, and it is replayed there, before the ban, not again in step 4:
+			// the unban (a leave) stays. gomatrixserverlib, which Dendrite v0.13.8 uses,
+			// answers the join instead.
+			r := newPublicRoom(t, version)
+			c := r.create
+			join := r.send("eve joins", eve, "m.room.member", eve.String(), `{"membership":"join"}`, c, r.pl, r.joinRules)
+			ban := r.send("alice bans eve", alice, "m.room.member", eve.String(), `{"membership":"ban"}`, c, r.pl, r.aliceJoin, join)
+			unban := r.send("alice unbans eve", alice, "m.room.member", eve.String(), `{"membership":"leave"}`, c, r.pl, r.aliceJoin, ban)
+			r.expect(r.base(unban), r.base(join), r.base(unban))
 		})
 
 		t.Run(string(version)+"/ban by a demoted moderator", func(t *testing.T) {
