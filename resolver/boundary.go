@@ -2,6 +2,7 @@ package resolver
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"time"
 
@@ -14,9 +15,9 @@ import (
 
 // Where a bounded history begins, the oldest events held name prev events we will never
 // fetch, so the state before them cannot be computed from the DAG: a peer says it instead.
-// For each such missing prev, /state_ids gives the state at it; the state events (and their
-// auth chain) are fetched and verified like any event, and the state after the missing event
-// is recorded as a boundary state, with the peer whose word it is.
+// For each such missing prev, /state gives the state at it with the auth chain, verified and
+// stored like any events, and the state after the missing event is recorded as a boundary
+// state, with the peer whose word it is.
 //
 // Servers differ on what "the state at an event" is: Synapse answers the state before it,
 // Dendrite the state after it. They agree unless the event is itself a state event; then the
@@ -26,7 +27,7 @@ import (
 const (
 	// maxBoundaryStates bounds the boundary states one pass asks for.
 	maxBoundaryStates = 10
-	// maxAuthChainFetches bounds the auth chain events fetched for one boundary state.
+	// maxAuthChainFetches bounds the auth chain events kept from one /state answer.
 	maxAuthChainFetches = 500
 	// boundaryScan bounds the events without state looked at to find the boundary.
 	boundaryScan = 2000
@@ -61,7 +62,7 @@ func (p *pass) fetchBoundaryStates(ctx context.Context) error {
 		}
 		if err := p.boundaryState(ctx, b); err != nil {
 			p.log.Info("No peer gave the state at the start of the history", "event", b, "error", err.Error())
-			p.stateWaiting = "the state at " + b + " from a peer (/state_ids)"
+			p.stateWaiting = "the state at " + b + " from a peer (/state)"
 		}
 	}
 	return nil
@@ -108,15 +109,15 @@ func (p *pass) boundary(ctx context.Context, known map[string]store.BoundaryStat
 	return out, nil
 }
 
-type stateIDsAnswer struct {
-	state, authChain []string
+type stateAnswer struct {
+	state, authChain []json.RawMessage
 }
 
 // boundaryState gets the state after the missing event b from the first peer that gives it
 // in full, and records it.
 func (p *pass) boundaryState(ctx context.Context, b string) error {
 	var failures []string
-	for _, peer := range p.r.cfg.Peers.Available("state_ids") {
+	for _, peer := range p.r.cfg.Peers.Available("state") {
 		err := p.boundaryStateFrom(ctx, peer, b)
 		if err == nil {
 			return nil
@@ -127,9 +128,9 @@ func (p *pass) boundaryState(ctx context.Context, b string) error {
 }
 
 func (p *pass) boundaryStateFrom(ctx context.Context, peer, b string) error {
-	ans, err := ask(ctx, p, peer, "state_ids", func(ctx context.Context) (stateIDsAnswer, error) {
-		state, chain, err := p.r.cfg.Client.StateIDs(ctx, peer, p.roomID, b)
-		return stateIDsAnswer{state, chain}, err
+	ans, err := ask(ctx, p, peer, "state", func(ctx context.Context) (stateAnswer, error) {
+		state, chain, err := p.r.cfg.Client.State(ctx, peer, p.roomID, b)
+		return stateAnswer{state, chain}, err
 	})
 	if err != nil {
 		return err
@@ -146,36 +147,25 @@ func (p *pass) boundaryStateFrom(ctx context.Context, peer, b string) error {
 	if bEvent.ID != b {
 		return fmt.Errorf("/event %s gave %s", b, bEvent.ID)
 	}
-	st := p.r.cfg.Store
-	missing, err := p.missing(ctx, ans.state)
-	if err != nil {
-		return err
-	}
-	if err := p.fetchEvents(ctx, missing); err != nil {
-		return err
-	}
-	chainMissing, err := p.missing(ctx, ans.authChain)
-	if err != nil {
-		return err
-	}
-	if err := p.fetchEvents(ctx, chainMissing[:min(len(chainMissing), maxAuthChainFetches)]); err != nil {
-		return err
-	}
-	events, err := st.Events(ctx, ans.state)
+	// The state events and their auth chain are verified and stored like any events.
+	held, _, err := p.accept(ctx, peer, "state", append(append([]json.RawMessage{}, ans.state...), ans.authChain[:min(len(ans.authChain), maxAuthChainFetches)]...), nil)
 	if err != nil {
 		return err
 	}
 	state := stateres.StateMap{}
-	for _, e := range ans.state {
-		ev, ok := events[e]
+	for _, raw := range ans.state {
+		ev, rej := VerifyPDU(ctx, p.roomID, p.version, raw, p.r.cfg.Keys)
 		switch {
-		case !ok:
-			return fmt.Errorf("state event %s: no peer gave it", e)
+		case rej != nil:
+			return fmt.Errorf("a state event: %w", rej)
+		case !held[ev.ID]:
+			return fmt.Errorf("state event %s was not stored", ev.ID)
 		case ev.StateKey == nil:
-			return fmt.Errorf("state event %s is not a state event", e)
+			return fmt.Errorf("state event %s is not a state event", ev.ID)
 		}
-		state[pdu.StateKey{Type: ev.Type, StateKey: *ev.StateKey}] = id.EventID(e)
+		state[pdu.StateKey{Type: ev.Type, StateKey: *ev.StateKey}] = id.EventID(ev.ID)
 	}
+	st := p.r.cfg.Store
 	if bEvent.StateKey != nil {
 		key := pdu.StateKey{Type: bEvent.Type, StateKey: *bEvent.StateKey}
 		if state[key] != id.EventID(b) {
@@ -205,7 +195,7 @@ func (p *pass) boundaryStateFrom(ctx context.Context, peer, b string) error {
 func stateFrom(bs map[string]store.BoundaryState) []string {
 	var out []string
 	for _, b := range bs {
-		out = append(out, fmt.Sprintf("%s (/state_ids at %s, %s)", b.Source, b.EventID, b.FetchedAt.UTC().Format(time.RFC3339)))
+		out = append(out, fmt.Sprintf("%s (/state at %s, %s)", b.Source, b.EventID, b.FetchedAt.UTC().Format(time.RFC3339)))
 	}
 	return out
 }

@@ -58,11 +58,11 @@ func TestPlannerDecisions(t *testing.T) {
 		},
 		{
 			name: "history bound: backfill stops at minDepth", events: 1000, hist: resolver.History{MinDepth: 800},
-			// /event: the head, then the event the history begins after and each state event
-			// at it that is not held, for the state where the history begins (/state_ids).
+			// /event: the head, then the event the history begins after, whose state
+			// (/state) is where the room state begins.
 			want: map[fixturepeer.Endpoint]int64{
-				fixturepeer.EndpointMakeJoin: 1, fixturepeer.EndpointEvent: 17, fixturepeer.EndpointBackfill: 2,
-				fixturepeer.EndpointStateIDs: 1,
+				fixturepeer.EndpointMakeJoin: 1, fixturepeer.EndpointEvent: 2, fixturepeer.EndpointBackfill: 2,
+				fixturepeer.EndpointState: 1,
 			},
 			wantConverged: true,
 		},

@@ -116,8 +116,8 @@ func TestBoundedHistoryStateFromPeer(t *testing.T) {
 			if !last.Converged || len(last.StateFrom) == 0 || !strings.Contains(last.StateFrom[0], peer.ServerName()) {
 				t.Fatalf("last pass %+v; want converged, the state's source named", last)
 			}
-			if n := peer.Count(fixturepeer.EndpointStateIDs); n == 0 {
-				t.Error("the peer was never asked /state_ids")
+			if n := peer.Count(fixturepeer.EndpointState); n == 0 {
+				t.Error("the peer was never asked /state")
 			}
 			checked := 0
 			for _, e := range room.Events {

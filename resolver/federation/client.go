@@ -416,3 +416,21 @@ func (c *Client) StateIDs(ctx context.Context, peer, roomID, eventID string) (st
 	})
 	return state, authChain, err
 }
+
+// State asks peer for the room state at an event (/state): the state events and their auth
+// chain, in full. "At" differs between servers as for StateIDs.
+func (c *Client) State(ctx context.Context, peer, roomID, eventID string) (state, authChain []json.RawMessage, err error) {
+	params := mfed.RequestParams{
+		ServerName:   peer,
+		Method:       http.MethodGet,
+		Path:         mfed.URLPath{"v1", "state", id.RoomID(roomID)},
+		Query:        url.Values{"event_id": {eventID}},
+		Authenticate: true,
+	}
+	err = c.fetchAnswer(ctx, params, c.fed.ResponseSizeLimit, "/state", func(body io.Reader, maxBytes int64) error {
+		ans, err := decodeStateAnswer(body, maxBytes, "/state", "pdus")
+		state, authChain = ans.State, ans.AuthChain
+		return err
+	})
+	return state, authChain, err
+}

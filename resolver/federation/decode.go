@@ -313,12 +313,19 @@ func decodeJoinTemplate(body io.Reader, maxBytes int64) (version string, event j
 // decodeJoinAnswer reads a send_join v2 answer from body (at most maxBytes): state and
 // auth_chain, PDUs each bounded like any, and the event.
 func decodeJoinAnswer(body io.Reader, maxBytes int64) (JoinAnswer, error) {
-	d := newAnswerDecoder(body, maxBytes, "/send_join")
+	return decodeStateAnswer(body, maxBytes, "/send_join", "state")
+}
+
+// decodeStateAnswer reads an answer that lists room state events and their auth chain, each
+// list bounded: send_join's (state, auth_chain, and the join event) and /state's (pdus,
+// auth_chain), named by stateField.
+func decodeStateAnswer(body io.Reader, maxBytes int64, what, stateField string) (JoinAnswer, error) {
+	d := newAnswerDecoder(body, maxBytes, what)
 	var ans JoinAnswer
 	seen := map[string]bool{}
 	err := d.object(func(name string) (bool, error) {
 		switch name {
-		case "state", "auth_chain", "event":
+		case stateField, "auth_chain", "event":
 			if seen[name] {
 				return true, fmt.Errorf("%w: %s twice", ErrBadResponse, name)
 			}
@@ -328,7 +335,7 @@ func decodeJoinAnswer(body io.Reader, maxBytes int64) (JoinAnswer, error) {
 		}
 		var err error
 		switch name {
-		case "state":
+		case stateField:
 			ans.State, err = d.pdus(name, maxJoinPDUs)
 		case "auth_chain":
 			ans.AuthChain, err = d.pdus(name, maxJoinPDUs)

@@ -207,6 +207,28 @@ func TestDecodeJoinTemplate(t *testing.T) {
 	}
 }
 
+// /state and send_join answers: the state list under its field, the auth chain, each bounded
+// like any PDU list, and a list given twice is a bad answer.
+func TestDecodeStateAnswer(t *testing.T) {
+	ans, err := decodeStateAnswer(strings.NewReader(`{"pdus":[{"a":1}],"auth_chain":[{"b":2},{"c":3}]}`), 1<<20, "/state", "pdus")
+	if err != nil || len(ans.State) != 1 || len(ans.AuthChain) != 2 || string(ans.State[0]) != `{"a":1}` {
+		t.Errorf("/state answer: %+v, %v", ans, err)
+	}
+	if ans, err := decodeStateAnswer(strings.NewReader(`{"state":[{}],"auth_chain":[],"event":{"e":1}}`), 1<<20, "/send_join", "state"); err != nil || len(ans.State) != 1 || string(ans.Event) != `{"e":1}` {
+		t.Errorf("send_join answer: %+v, %v", ans, err)
+	}
+	for name, body := range map[string]string{
+		"pdus twice":       `{"pdus":[],"pdus":[{}]}`,
+		"auth chain twice": `{"auth_chain":[],"auth_chain":[]}`,
+		"a PDU too large":  `{"pdus":[` + pduOf(MaxPDUBytes+1) + `]}`,
+		"truncated":        `{"pdus":[{"a":`,
+	} {
+		if _, err := decodeStateAnswer(strings.NewReader(body), 1<<20, "/state", "pdus"); !errors.Is(err, ErrBadResponse) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
+
 func TestReadSmall(t *testing.T) {
 	var out struct{ A int }
 	if err := unmarshalSmall(strings.NewReader(`{"A":1}`), 7, "/x", &out); err != nil || out.A != 1 {
