@@ -18,6 +18,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	dendritepeer "github.com/roomsync/roomsync/internal/dendrite"
+	"github.com/roomsync/roomsync/internal/testenv"
 	"github.com/roomsync/roomsync/resolver"
 	"github.com/roomsync/roomsync/resolver/federation"
 	"github.com/roomsync/roomsync/store"
@@ -204,6 +205,7 @@ func (s *syncIdentity) compareStates(t *testing.T, ctx context.Context, d *dendr
 	if err := st.StreamEvents(ctx, room, func(ev store.Event) error { events = append(events, ev); return nil }); err != nil {
 		t.Fatal(err)
 	}
+	gmslBin, dumpDir := buildGMSLCheck(t), t.TempDir()
 	compared, merges, rejected, refused := 0, 0, 0, 0
 	var mismatches, unexplained []string
 	differs := map[string]bool{}
@@ -242,21 +244,29 @@ func (s *syncIdentity) compareStates(t *testing.T, ctx context.Context, d *dendr
 		if !root {
 			continue // it inherits an earlier difference
 		}
-		if dir := os.Getenv("ROOMSYNC_ORACLE_DUMP"); dir != "" {
-			dumpRoot(t, ctx, st, dir, ev, ours, theirs)
-		}
 		// Where the prevs' states agree and ours and Dendrite's merged states do not, the
-		// difference must be one of two kinds (see dendriteAnomaly). Lost power levels are
-		// Dendrite's known departure from the spec: its resolver (gomatrixserverlib's
-		// authAndApplyEvents) falls back to an event's own auth events for member keys only,
-		// so while the power levels are conflicted it checks them against none at all.
+		// difference must be Dendrite's resolver's own answer (gomatrixserverlib, fed the
+		// same prev states), and of one of two kinds where that resolver departs from the
+		// spec (see dendriteAnomaly and the stateres tests that pin our answer). Lost power
+		// levels: gomatrixserverlib falls back to an event's own auth events for member keys
+		// only, so while the power levels are conflicted it checks them against none.
+		dir := os.Getenv("ROOMSYNC_ORACLE_DUMP")
+		if dir == "" {
+			dir = dumpDir
+		}
+		rootFile := dumpRoot(t, ctx, st, dir, ev, ours, theirs)
+		gmsl := stateOf(t, ctx, st, runGMSL(t, gmslBin, filepath.Join(dir, "events.jsonl"), rootFile))
 		noFallback := conflictedAuthKeys(t, ctx, st, ev)
 		for k := range keysOf(ours, theirs) {
-			if ours[k] == theirs[k] {
+			if ours[k] == theirs[k] || (ev.StateKey != nil && k == (pdu.StateKey{Type: ev.Type, StateKey: *ev.StateKey})) {
 				continue
 			}
 			kind := dendriteAnomaly(ctx, st, k, ours[k], theirs[k])
-			if kind == "lost the power levels" && !slices.Contains(noFallback, "m.room.power_levels") {
+			switch {
+			case gmsl[k] != theirs[k]:
+				kind = ""
+				line += fmt.Sprintf("\n  gomatrixserverlib answers %s, not Dendrite's %s", gmsl[k], theirs[k])
+			case kind == "lost the power levels" && !slices.Contains(noFallback, "m.room.power_levels"):
 				kind = ""
 			}
 			switch kind {
@@ -377,7 +387,7 @@ func dendriteAnomaly(ctx context.Context, st store.Store, k pdu.StateKey, ours, 
 // dumpRoot writes, for a diagnosis away from the test, a root divergence: the event, the
 // states after its prevs as we computed them, both merged states, and every event of the
 // room (one JSON object a line), into dir.
-func dumpRoot(t *testing.T, ctx context.Context, st store.Store, dir string, ev store.Event, ours, theirs map[pdu.StateKey]id.EventID) {
+func dumpRoot(t *testing.T, ctx context.Context, st store.Store, dir string, ev store.Event, ours, theirs map[pdu.StateKey]id.EventID) string {
 	t.Helper()
 	list := func(m map[pdu.StateKey]id.EventID) []string {
 		out := []string{}
@@ -407,15 +417,44 @@ func dumpRoot(t *testing.T, ctx context.Context, st store.Store, dir string, ev 
 	if err := os.WriteFile(name, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	eventsFile := filepath.Join(dir, "events.jsonl")
+	if _, err := os.Stat(eventsFile); err == nil {
+		return name
+	}
 	var all bytes.Buffer
 	_ = st.StreamEvents(ctx, ev.RoomID, func(e store.Event) error {
 		fmt.Fprintf(&all, "{\"event_id\":%q,\"rejected\":%q,\"pdu\":%s}\n", e.ID, e.Rejected, e.Raw)
 		return nil
 	})
-	if err := os.WriteFile(filepath.Join(dir, "events.jsonl"), all.Bytes(), 0o600); err != nil {
+	if err := os.WriteFile(eventsFile, all.Bytes(), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("root divergence %s written to %s", ev.ID, name)
+	return name
+}
+
+// buildGMSLCheck builds hack/gmslcheck (a module of its own: gomatrixserverlib's state
+// resolution, as Dendrite runs it) into the test's directory.
+func buildGMSLCheck(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "gmslcheck")
+	dir := filepath.Join(testenv.RepoRoot(), "hack", "gmslcheck")
+	if _, code := run(t, 5*time.Minute, "go", "build", "-C", dir, "-o", bin, "."); code != 0 {
+		t.Fatalf("go build hack/gmslcheck exited %d", code)
+	}
+	return bin
+}
+
+// runGMSL resolves a dumped root with gomatrixserverlib and returns the state it gives.
+func runGMSL(t *testing.T, bin, eventsFile, rootFile string) []string {
+	t.Helper()
+	out, code := run(t, time.Minute, bin, eventsFile, rootFile)
+	var ans struct {
+		Resolved []string `json:"resolved"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &ans) != nil {
+		t.Fatalf("gmslcheck exited %d: %s", code, out)
+	}
+	return ans.Resolved
 }
 
 // stateOf names each event of ids by its key, from the store.
