@@ -90,32 +90,43 @@ func (s *sqlStore) EventsPage(ctx context.Context, roomID string, after *Positio
 	if limit <= 0 {
 		return nil, fmt.Errorf("read events of %s: limit %d is not positive", roomID, limit)
 	}
-	q, args := eventSelect+` WHERE room_id = ?`, []any{roomID}
+	q, args := topoPage(eventSelect+` WHERE room_id = ?`, []any{roomID}, after, limit)
+	events, err := s.queryEvents(ctx, q, args)
+	if err != nil {
+		return nil, fmt.Errorf("read events of %s: %w", roomID, err)
+	}
+	return events, nil
+}
+
+// topoPage completes q (a SELECT of events with its WHERE) and its args into one page of a
+// room's topological order: strictly after the position after (nil: from the start), at most
+// limit rows.
+func topoPage(q string, args []any, after *Position, limit int) (string, []any) {
 	if after != nil {
 		// (depth, event_id) > (?, ?), spelled so that both planners see a plain range on
 		// the index's depth column; the OR only filters the rows of that one depth.
 		q += ` AND depth >= ? AND (depth > ? OR event_id > ?)`
 		args = append(args, after.Depth, after.Depth, after.EventID)
 	}
-	q += ` ORDER BY depth, event_id LIMIT ?`
-	args = append(args, limit)
+	return q + ` ORDER BY depth, event_id LIMIT ?`, append(args, limit)
+}
+
+// queryEvents runs a SELECT of eventSelect's columns.
+func (s *sqlStore) queryEvents(ctx context.Context, q string, args []any) ([]Event, error) {
 	rows, err := s.db.QueryContext(ctx, s.d.rebind(q), args...)
 	if err != nil {
-		return nil, fmt.Errorf("read events of %s: %w", roomID, err)
+		return nil, withContextErr(ctx, err)
 	}
 	defer rows.Close()
 	var events []Event
 	for rows.Next() {
 		e, err := scanEvent(rows)
 		if err != nil {
-			return nil, fmt.Errorf("read events of %s: %w", roomID, err)
+			return nil, err
 		}
 		events = append(events, e)
 	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read events of %s: %w", roomID, err)
-	}
-	return events, nil
+	return events, rows.Err()
 }
 
 func (s *sqlStore) StreamEvents(ctx context.Context, roomID string, fn func(Event) error) error {

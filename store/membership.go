@@ -66,14 +66,7 @@ func (s *sqlStore) RedactedEvents(ctx context.Context, roomID string, after *Pos
 	if limit <= 0 {
 		return nil, fmt.Errorf("redacted events of %s: limit must be positive", roomID)
 	}
-	q := `SELECT depth, event_id FROM events WHERE room_id = ? AND redacted = ?`
-	args := []any{roomID, true}
-	if after != nil {
-		q += ` AND (depth > ? OR (depth = ? AND event_id > ?))`
-		args = append(args, after.Depth, after.Depth, after.EventID)
-	}
-	q += ` ORDER BY depth, event_id LIMIT ?`
-	args = append(args, limit)
+	q, args := topoPage(`SELECT depth, event_id FROM events WHERE room_id = ? AND redacted = ?`, []any{roomID, true}, after, limit)
 	rows, err := s.db.QueryContext(ctx, s.d.rebind(q), args...)
 	if err != nil {
 		return nil, fmt.Errorf("read redacted events of %s: %w", roomID, withContextErr(ctx, err))

@@ -189,49 +189,12 @@ func (s *sqlStore) EventsWithoutState(ctx context.Context, roomID string, after 
 	if limit <= 0 {
 		return nil, fmt.Errorf("events without state of %s: limit must be positive", roomID)
 	}
-	q := eventSelect + ` WHERE room_id = ? AND state_before IS NULL`
-	args := []any{roomID}
-	if after != nil {
-		q += ` AND (depth > ? OR (depth = ? AND event_id > ?))`
-		args = append(args, after.Depth, after.Depth, after.EventID)
-	}
-	q += ` ORDER BY depth, event_id LIMIT ?`
-	args = append(args, limit)
-	rows, err := s.db.QueryContext(ctx, s.d.rebind(q), args...)
+	q, args := topoPage(eventSelect+` WHERE room_id = ? AND state_before IS NULL`, []any{roomID}, after, limit)
+	events, err := s.queryEvents(ctx, q, args)
 	if err != nil {
-		return nil, fmt.Errorf("read events without state of %s: %w", roomID, withContextErr(ctx, err))
-	}
-	defer rows.Close()
-	var out []Event
-	for rows.Next() {
-		e, err := scanEvent(rows)
-		if err != nil {
-			return nil, fmt.Errorf("read events without state of %s: %w", roomID, err)
-		}
-		out = append(out, e)
-	}
-	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("read events without state of %s: %w", roomID, err)
 	}
-	return out, nil
-}
-
-// TableBytes is the space a table of st takes on disk, its indexes included: what the state
-// tables cost beside the events table.
-func TableBytes(ctx context.Context, st Store, table string) (int64, error) {
-	s, ok := st.(*sqlStore)
-	if !ok {
-		return 0, fmt.Errorf("table size: not a SQL store")
-	}
-	q := `SELECT COALESCE(SUM(pgsize), 0) FROM dbstat WHERE name IN (SELECT name FROM sqlite_schema WHERE tbl_name = ?)`
-	if s.d == postgresDialect {
-		q = `SELECT pg_total_relation_size(?::regclass)`
-	}
-	var n int64
-	if err := s.db.QueryRowContext(ctx, s.d.rebind(q), table).Scan(&n); err != nil {
-		return 0, fmt.Errorf("size of table %s: %w", table, err)
-	}
-	return n, nil
+	return events, nil
 }
 
 // BoundaryState is the state after an event the store does not hold, as a peer said it.
