@@ -243,3 +243,21 @@ func (s *sqlStore) BoundaryStates(ctx context.Context, roomID string) (map[strin
 	}
 	return out, nil
 }
+
+// TableBytes is the space a table of st takes on disk, its indexes included: what the state
+// tables cost beside the events table.
+func TableBytes(ctx context.Context, st Store, table string) (int64, error) {
+	s, ok := st.(*sqlStore)
+	if !ok {
+		return 0, fmt.Errorf("table size: not a SQL store")
+	}
+	q := `SELECT COALESCE(SUM(pgsize), 0) FROM dbstat WHERE name IN (SELECT name FROM sqlite_schema WHERE tbl_name = ?)`
+	if s.d == postgresDialect {
+		q = `SELECT pg_total_relation_size(?::regclass)`
+	}
+	var n int64
+	if err := s.db.QueryRowContext(ctx, s.d.rebind(q), table).Scan(&n); err != nil {
+		return 0, fmt.Errorf("size of table %s: %w", table, err)
+	}
+	return n, nil
+}
