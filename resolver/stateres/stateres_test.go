@@ -139,13 +139,44 @@ func TestBanAgainstJoin(t *testing.T) {
 			// auth chain and in the full conflicted set, so step 1 takes it along with the
 			// power events, and it is replayed there, before the ban, not again in step 4:
 			// the unban (a leave) stays. gomatrixserverlib, which Dendrite v0.13.8 uses,
-			// answers the join instead.
+			// answers the join instead: the ban is only in the auth difference, which it
+			// leaves out (see the next case), so it checks the unban of a user not banned.
 			r := newPublicRoom(t, version)
 			c := r.create
 			join := r.send("eve joins", eve, "m.room.member", eve.String(), `{"membership":"join"}`, c, r.pl, r.joinRules)
 			ban := r.send("alice bans eve", alice, "m.room.member", eve.String(), `{"membership":"ban"}`, c, r.pl, r.aliceJoin, join)
 			unban := r.send("alice unbans eve", alice, "m.room.member", eve.String(), `{"membership":"leave"}`, c, r.pl, r.aliceJoin, ban)
 			r.expect(r.base(unban), r.base(join), r.base(unban))
+		})
+
+		t.Run(string(version)+"/leave, invite and join on one branch", func(t *testing.T) {
+			// Also seen against Dendrite: one branch holds Eve's leave, the other the leave,
+			// Alice's invite and Eve's join, in a room that is invite-only. No power event;
+			// the invite is in the auth difference (in the join's auth chain, not in the other
+			// state's), so step 4 replays leave, invite, join, and the join stays.
+			// gomatrixserverlib leaves the invite out of the auth difference (its
+			// isInAllAuthLists looks up the auth set of the event itself, which only a
+			// conflicted event has) and so rejects the join.
+			r := newPublicRoom(t, version)
+			c := r.create
+			r.clock = 1000
+			invOnly := r.send("invite only", alice, "m.room.join_rules", "", `{"join_rule":"invite"}`, c, r.pl, r.aliceJoin)
+			r.clock = 2000
+			join0 := r.send("eve invited", alice, "m.room.member", eve.String(), `{"membership":"invite"}`, c, r.pl, r.aliceJoin, invOnly)
+			r.clock = 3000
+			joined := r.send("eve joins", eve, "m.room.member", eve.String(), `{"membership":"join"}`, c, r.pl, invOnly, join0)
+			r.clock = 4000
+			leave := r.send("eve leaves", eve, "m.room.member", eve.String(), `{"membership":"leave"}`, c, r.pl, joined)
+			r.clock = 5000
+			invite := r.send("alice invites eve again", alice, "m.room.member", eve.String(), `{"membership":"invite"}`, c, r.pl, r.aliceJoin, invOnly, leave)
+			r.clock = 6000
+			rejoin := r.send("eve joins again", eve, "m.room.member", eve.String(), `{"membership":"join"}`, c, r.pl, invOnly, invite)
+			state := func(membership id.EventID) stateres.StateMap {
+				s := r.base(membership)
+				s[pdu.StateKey{Type: "m.room.join_rules"}] = invOnly
+				return s
+			}
+			r.expect(state(rejoin), state(leave), state(rejoin))
 		})
 
 		t.Run(string(version)+"/ban by a demoted moderator", func(t *testing.T) {
