@@ -152,20 +152,27 @@ func (p *pass) boundaryStateFrom(ctx context.Context, peer, b string) error {
 	if err != nil {
 		return err
 	}
-	state := stateres.StateMap{}
-	for _, raw := range ans.state {
-		ev, rej := VerifyPDU(ctx, p.roomID, p.version, raw, p.r.cfg.Keys)
-		switch {
-		case rej != nil:
-			return fmt.Errorf("a state event: %w", rej)
-		case !held[ev.ID]:
-			return fmt.Errorf("state event %s was not stored", ev.ID)
-		case ev.StateKey == nil:
-			return fmt.Errorf("state event %s is not a state event", ev.ID)
-		}
-		state[pdu.StateKey{Type: ev.Type, StateKey: *ev.StateKey}] = id.EventID(ev.ID)
-	}
+	// accept verified them; what is held is read back by ID rather than verified again.
 	st := p.r.cfg.Store
+	ids := make([]string, len(ans.state))
+	for i, raw := range ans.state {
+		ids[i] = pduEventID(raw, id.RoomVersion(p.version))
+	}
+	events, err := st.Events(ctx, ids)
+	if err != nil {
+		return err
+	}
+	state := stateres.StateMap{}
+	for i, e := range ids {
+		ev, ok := events[e]
+		switch {
+		case e == "" || !ok || !held[e]:
+			return fmt.Errorf("state event %d of the answer was not stored (refused, or not a PDU)", i)
+		case ev.StateKey == nil:
+			return fmt.Errorf("state event %s is not a state event", e)
+		}
+		state[pdu.StateKey{Type: ev.Type, StateKey: *ev.StateKey}] = id.EventID(e)
+	}
 	if bEvent.StateKey != nil {
 		key := pdu.StateKey{Type: bEvent.Type, StateKey: *bEvent.StateKey}
 		if state[key] != id.EventID(b) {

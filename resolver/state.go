@@ -78,10 +78,14 @@ func (r *Resolver) roomStates(roomID string) *roomStates {
 	}
 	rs := r.states[roomID]
 	if rs == nil {
-		rs = &roomStates{groups: map[int64]stateres.StateMap{}, chains: map[int64]int{}, pdus: map[id.EventID]*pdu.PDU{}}
+		rs = newRoomStates()
 		r.states[roomID] = rs
 	}
 	return rs
+}
+
+func newRoomStates() *roomStates {
+	return &roomStates{groups: map[int64]stateres.StateMap{}, chains: map[int64]int{}, pdus: map[id.EventID]*pdu.PDU{}}
 }
 
 // maxAuthFetches bounds the missing auth events one pass fetches.
@@ -95,13 +99,6 @@ func (p *pass) computeState(ctx context.Context) error {
 		return err
 	}
 	missing, err := p.advanceState(ctx)
-	if err == nil && !p.r.cfg.NoState {
-		bs, err := p.r.cfg.Store.BoundaryStates(ctx, p.roomID)
-		if err != nil {
-			return err
-		}
-		p.res.StateFrom = stateFrom(bs)
-	}
 	if err != nil || len(missing) == 0 {
 		return err
 	}
@@ -115,8 +112,9 @@ func (p *pass) computeState(ctx context.Context) error {
 }
 
 // advanceState computes the state and authorization of every held event of the pass's room
-// whose ancestry is complete, and counts the rejected ones in the result. It returns the auth
-// events that events wait for because they are not held.
+// whose ancestry is complete, counts the rejected ones in the result, and says there whose
+// word the boundary states are. It returns the auth events that events wait for because they
+// are not held.
 func (p *pass) advanceState(ctx context.Context) ([]string, error) {
 	if p.r.cfg.NoState || !stateSupported(p.version) {
 		return nil, nil
@@ -132,8 +130,12 @@ func (p *pass) advanceState(ctx context.Context) ([]string, error) {
 		return nil, err
 	}
 	boundary, err := p.r.cfg.Store.BoundaryStates(ctx, p.roomID)
-	if err != nil || (room.CreateEventID == "" && len(boundary) == 0) {
+	if err != nil {
 		return nil, err
+	}
+	p.res.StateFrom = stateFrom(boundary)
+	if room.CreateEventID == "" && len(boundary) == 0 {
+		return nil, nil
 	}
 	rs := p.r.roomStates(p.roomID)
 	rs.mu.Lock()
@@ -241,7 +243,7 @@ func (c *stateComputation) compute(ctx context.Context, ev store.Event) error {
 			if !ok {
 				return nil // a prev without state (or not held): wait
 			}
-			if !containsInt(afters, s.After) {
+			if !slices.Contains(afters, s.After) {
 				afters = append(afters, s.After)
 			}
 		}
@@ -260,7 +262,11 @@ func (c *stateComputation) compute(ctx context.Context, ev store.Event) error {
 		}
 		return err
 	}
-	reason := c.authorize(ctx, evt, beforeState)
+	kind, broken := c.authorize(ctx, evt, beforeState)
+	reason := ""
+	if kind != "" {
+		reason = fmt.Sprintf("%s: %v", kind, broken)
+	}
 	after := before
 	if reason == "" && evt.StateKey != nil {
 		afterState := maps.Clone(beforeState)
@@ -271,10 +277,6 @@ func (c *stateComputation) compute(ctx context.Context, ev store.Event) error {
 	}
 	if reason != "" {
 		evt.InternalMeta.Rejected = true
-		kind := RejectAuthState
-		if strings.HasPrefix(reason, string(RejectAuthEvents)) {
-			kind = RejectAuthEvents
-		}
 		c.p.res.Rejected[kind]++
 		c.p.r.cfg.Observer.Rejected(c.p.roomID, kind, 1)
 		c.p.log.V(1).Info("Event rejected by the authorization rules", "event", ev.ID, "rule", reason)
@@ -313,8 +315,8 @@ func (c *stateComputation) merge(ctx context.Context, afters []int64) (int64, st
 }
 
 // authorize checks evt against its auth events, then against the state before it, and says
-// which rule it broke ("" when none).
-func (c *stateComputation) authorize(ctx context.Context, evt *pdu.PDU, before stateres.StateMap) string {
+// which check failed and the rule it broke (kind "" when none).
+func (c *stateComputation) authorize(ctx context.Context, evt *pdu.PDU, before stateres.StateMap) (RejectReason, error) {
 	getEvents := func(ids []id.EventID) ([]*pdu.PDU, error) {
 		found, err := c.loadPDUs(ctx, ids)
 		if err != nil {
@@ -333,10 +335,10 @@ func (c *stateComputation) authorize(ctx context.Context, evt *pdu.PDU, before s
 	}
 	getKey := c.getKey(ctx)
 	if err := eventauth.Authorize(c.version, evt, nil, getEvents, getKey); err != nil {
-		return fmt.Sprintf("%s: %v", RejectAuthEvents, err)
+		return RejectAuthEvents, err
 	}
 	if evt.Type == "m.room.create" {
-		return ""
+		return "", nil
 	}
 	var ids []id.EventID
 	for _, k := range evt.AuthEventSelection(c.version) {
@@ -346,12 +348,12 @@ func (c *stateComputation) authorize(ctx context.Context, evt *pdu.PDU, before s
 	}
 	authEvents, err := c.loadPDUs(ctx, ids)
 	if err != nil {
-		return fmt.Sprintf("%s: %v", RejectAuthState, err)
+		return RejectAuthState, err
 	}
 	if err := eventauth.Authorize(c.version, evt, authEvents, getEvents, getKey); err != nil {
-		return fmt.Sprintf("%s: %v", RejectAuthState, err)
+		return RejectAuthState, err
 	}
-	return ""
+	return "", nil
 }
 
 // missingAuthEvents are the auth events of evt that are not held: the rules cannot be judged
@@ -535,19 +537,20 @@ func (c *stateComputation) flush(ctx context.Context) error {
 	return nil
 }
 
-func containsInt(s []int64, v int64) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
-}
-
 // StateBefore returns the room state before a stored event, as the state computation recorded
 // it, and the event's own state record (its rejection). An event whose state is not computed
 // yet (its ancestry has a hole, or the room's version is not supported) is an error.
 func StateBefore(ctx context.Context, st store.Store, eventID string) (stateres.StateMap, store.EventState, error) {
+	return stateAround(ctx, st, eventID, false)
+}
+
+// StateAfter is StateBefore for the state after the event: the same, with the event itself
+// when it is an accepted state event.
+func StateAfter(ctx context.Context, st store.Store, eventID string) (stateres.StateMap, store.EventState, error) {
+	return stateAround(ctx, st, eventID, true)
+}
+
+func stateAround(ctx context.Context, st store.Store, eventID string, after bool) (stateres.StateMap, store.EventState, error) {
 	events, err := st.Events(ctx, []string{eventID})
 	if err != nil {
 		return nil, store.EventState{}, err
@@ -564,10 +567,11 @@ func StateBefore(ctx context.Context, st store.Store, eventID string) (stateres.
 	if s.Before == 0 {
 		return nil, s, fmt.Errorf("the state at %s is not computed: an event before it is missing, or its room version is not supported", eventID)
 	}
-	c := &stateComputation{
-		p:  &pass{r: &Resolver{cfg: Config{Store: st}}, roomID: ev.RoomID},
-		rs: &roomStates{groups: map[int64]stateres.StateMap{}, chains: map[int64]int{}, pdus: map[id.EventID]*pdu.PDU{}},
+	group := s.Before
+	if after {
+		group = s.After
 	}
-	state, err := c.loadGroup(ctx, s.Before)
+	c := &stateComputation{p: &pass{r: &Resolver{cfg: Config{Store: st}}, roomID: ev.RoomID}, rs: newRoomStates()}
+	state, err := c.loadGroup(ctx, group)
 	return state, s, err
 }
