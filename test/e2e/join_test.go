@@ -121,12 +121,12 @@ func TestOperatorJoinsAndLeaves(t *testing.T) {
 
 	// The live path, from both Dendrites at once.
 	watch := watchStore(t, op.storeURL, room, 10*time.Second)
-	sent := sendAtOnce(t, watch, room, 12, d, d2)
+	sendAtOnce(t, watch, room, 12, d, d2)
 	latencies, merges := watch.wait()
 	t.Logf("send-to-stored latency of %d messages from 2 Dendrites at once (%d of them merge a fork): p50 %v, p99 %v, max %v",
 		len(latencies), merges, percentile(latencies, 50), percentile(latencies, 99), latencies[len(latencies)-1])
 	// Each Dendrite relays the other's events; once the first holds all of them, so must we.
-	waitHolds(t, d, room, sent)
+	waitHolds(t, d, room, watch.sentIDs())
 	assertStoreEquals(t, op.storeURL, room, d.eventIDs(t, room))
 
 	if out, err := env.Kubectl("delete", "roomsync/archive"); err != nil {

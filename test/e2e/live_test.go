@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"maps"
 	"slices"
 	"sync"
 	"testing"
@@ -82,7 +83,14 @@ func (w *liveWatch) close() {
 	_ = w.st.Close()
 }
 
-// sent notes that the event was sent at at.
+// sentIDs are the events noted as sent.
+func (w *liveWatch) sentIDs() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Collect(maps.Keys(w.sent))
+}
+
+// noteSent notes that the event was sent at at.
 func (w *liveWatch) noteSent(id string, at time.Time) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -132,13 +140,11 @@ func (w *liveWatch) wait() ([]time.Duration, int) {
 }
 
 // sendAtOnce has one user of each Dendrite send count messages to room, one at a time, all
-// Dendrites at once, noting each in w just before its request; it returns the sent events.
-func sendAtOnce(t *testing.T, w *liveWatch, room string, count int, ds ...*dendrite) map[string]time.Time {
+// Dendrites at once, noting each in w just before its request.
+func sendAtOnce(t *testing.T, w *liveWatch, room string, count int, ds ...*dendrite) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	var mu sync.Mutex
-	sent := map[string]time.Time{}
 	errs := make([]error, len(ds))
 	var wg sync.WaitGroup
 	for i, d := range ds {
@@ -155,9 +161,6 @@ func sendAtOnce(t *testing.T, w *liveWatch, room string, count int, ds ...*dendr
 					return
 				}
 				w.noteSent(ids[0], at)
-				mu.Lock()
-				sent[ids[0]] = at
-				mu.Unlock()
 			}
 		})
 	}
@@ -167,17 +170,16 @@ func sendAtOnce(t *testing.T, w *liveWatch, room string, count int, ds ...*dendr
 			t.Fatalf("sending on %s: %v", ds[i].serverName, err)
 		}
 	}
-	return sent
 }
 
 // waitHolds waits, up to a minute, until the Dendrite shows every sent event.
-func waitHolds(t *testing.T, d *dendrite, room string, sent map[string]time.Time) {
+func waitHolds(t *testing.T, d *dendrite, room string, sent []string) {
 	t.Helper()
 	deadline := time.Now().Add(time.Minute)
 	for {
 		ids := d.eventIDs(t, room)
 		missing := 0
-		for id := range sent {
+		for _, id := range sent {
 			if !slices.Contains(ids, id) {
 				missing++
 			}

@@ -177,8 +177,7 @@ func (s *syncIdentity) sync(t *testing.T, room string) error {
 
 // compareStates asks d, over federation as roomsync's server, for the state at every stored
 // event (/state_ids: Dendrite answers the state after the event, the event included when it
-// is an accepted state event) and compares it with the state roomsync computed before the
-// event, the event added likewise.
+// is an accepted state event) and compares it with the state roomsync computed after it.
 func (s *syncIdentity) compareStates(t *testing.T, ctx context.Context, d *dendrite, room string) {
 	t.Helper()
 	st, err := store.OpenReadOnly(ctx, s.storeURL)
@@ -214,15 +213,12 @@ func (s *syncIdentity) compareStates(t *testing.T, ctx context.Context, d *dendr
 		if len(ev.PrevEvents) > 1 {
 			merges++
 		}
-		state, own, err := resolver.StateBefore(ctx, st, ev.ID)
+		ours, own, err := resolver.StateAfter(ctx, st, ev.ID)
 		if err != nil {
 			t.Fatalf("our state at %s: %v", ev.ID, err)
 		}
-		ours := maps.Clone(state)
 		if own.Rejected != "" {
 			rejected++
-		} else if ev.StateKey != nil {
-			ours[pdu.StateKey{Type: ev.Type, StateKey: *ev.StateKey}] = id.EventID(ev.ID)
 		}
 		theirIDs, _, err := client.StateIDs(ctx, d.serverName, room, ev.ID)
 		if err != nil {
@@ -298,17 +294,9 @@ func conflictedAuthKeys(t *testing.T, ctx context.Context, st store.Store, ev st
 	t.Helper()
 	seen := map[pdu.StateKey]map[id.EventID]bool{}
 	for _, p := range ev.PrevEvents {
-		state, own, err := resolver.StateBefore(ctx, st, p)
+		after, _, err := resolver.StateAfter(ctx, st, p)
 		if err != nil {
 			t.Fatal(err)
-		}
-		after := maps.Clone(state)
-		events, err := st.Events(ctx, []string{p})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if e := events[p]; e.StateKey != nil && own.Rejected == "" {
-			after[pdu.StateKey{Type: e.Type, StateKey: *e.StateKey}] = id.EventID(p)
 		}
 		for _, k := range []pdu.StateKey{{Type: "m.room.power_levels"}, {Type: "m.room.join_rules"}} {
 			if seen[k] == nil {
@@ -351,14 +339,10 @@ func dendriteAnomaly(ctx context.Context, st store.Store, k pdu.StateKey, ours, 
 	floor := held[string(theirs)].Depth
 	// Walk back from ours through auth and prev events, no deeper than theirs.
 	seen := map[string]bool{string(ours): true}
-	frontier := []string{string(ours)}
-	for len(frontier) > 0 {
-		events, err := st.Events(ctx, frontier)
-		if err != nil {
-			return ""
-		}
+	frontier, err := st.Events(ctx, []string{string(ours)})
+	for err == nil && len(frontier) > 0 {
 		var next []string
-		for _, e := range events {
+		for _, e := range frontier {
 			refs := append(gjson.GetBytes(e.Raw, "auth_events").Array(), gjson.GetBytes(e.Raw, "prev_events").Array()...)
 			for _, r := range refs {
 				if r.Str == string(theirs) {
@@ -371,23 +355,15 @@ func dendriteAnomaly(ctx context.Context, st store.Store, k pdu.StateKey, ours, 
 			}
 		}
 		// Only what can still lead to theirs: deeper than it.
-		nextEvents, err := st.Events(ctx, next)
-		if err != nil {
-			return ""
-		}
-		frontier = frontier[:0]
-		for id, e := range nextEvents {
-			if e.Depth > floor {
-				frontier = append(frontier, id)
-			}
-		}
+		frontier, err = st.Events(ctx, next)
+		maps.DeleteFunc(frontier, func(_ string, e store.Event) bool { return e.Depth <= floor })
 	}
 	return ""
 }
 
-// dumpRoot writes, for a diagnosis away from the test, a root divergence: the event, the
-// states after its prevs as we computed them, both merged states, and every event of the
-// room (one JSON object a line), into dir.
+// dumpRoot writes a root divergence into dir: the event, the states after its prevs as we
+// computed them, both merged states (root-….json, whose path it returns), and, once, every
+// event of the room (events.jsonl, one JSON object a line).
 func dumpRoot(t *testing.T, ctx context.Context, st store.Store, dir string, ev store.Event, ours, theirs map[pdu.StateKey]id.EventID) string {
 	t.Helper()
 	list := func(m map[pdu.StateKey]id.EventID) []string {
@@ -401,14 +377,9 @@ func dumpRoot(t *testing.T, ctx context.Context, st store.Store, dir string, ev 
 	root := map[string]any{"event": ev.ID, "ours": list(ours), "theirs": list(theirs)}
 	var prevStates [][]string
 	for _, p := range ev.PrevEvents {
-		state, own, err := resolver.StateBefore(ctx, st, p)
+		after, _, err := resolver.StateAfter(ctx, st, p)
 		if err != nil {
 			t.Fatal(err)
-		}
-		after := maps.Clone(state)
-		events, _ := st.Events(ctx, []string{p})
-		if e := events[p]; e.StateKey != nil && own.Rejected == "" {
-			after[pdu.StateKey{Type: e.Type, StateKey: *e.StateKey}] = id.EventID(p)
 		}
 		prevStates = append(prevStates, list(after))
 	}
