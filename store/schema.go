@@ -180,6 +180,25 @@ var migrations = []migration{
 			){{WITHOUT_ROWID}}`,
 		},
 	},
+	{
+		version: 6,
+		name:    "self-signed key responses of other servers",
+		statements: []string{
+			// The key responses servers signed themselves and gave us over verified TLS, byte
+			// for byte, so that we can serve them as a notary (/_matrix/key/v2/query) once the
+			// server is gone: a verifier needs the origin's own signature intact. A response
+			// is told apart by the IDs of its verify_keys (key_ids, a JSON array of them
+			// sorted): a rotated key's old responses stay, and still vouch for the old key.
+			`CREATE TABLE server_key_responses (
+				server_name TEXT NOT NULL,
+				key_ids     TEXT NOT NULL,
+				raw         {{BLOB}} NOT NULL,
+				valid_until BIGINT NOT NULL,
+				fetched_at  BIGINT NOT NULL,
+				PRIMARY KEY (server_name, key_ids)
+			)`,
+		},
+	},
 }
 
 // migrate applies the migrations the database lacks, all in one transaction: DDL is

@@ -205,9 +205,33 @@ type Store interface {
 	SaveServerKeys(ctx context.Context, keys []ServerKey) error
 	// ServerKeys returns the keys recorded for a server (none is not an error).
 	ServerKeys(ctx context.Context, serverName string) ([]ServerKey, error)
+	// SaveServerKeyResponse records a key response a server signed itself, byte for byte.
+	// One response is kept per set of verify key IDs: a later one for the same set replaces
+	// it unless it is valid for less long. Beyond MaxServerKeyResponses sets for one server,
+	// the least recently fetched are dropped.
+	SaveServerKeyResponse(ctx context.Context, resp ServerKeyResponse) error
+	// ServerKeyResponses returns the key responses recorded for a server, the longest valid
+	// first (none is not an error).
+	ServerKeyResponses(ctx context.Context, serverName string) ([]ServerKeyResponse, error)
 
 	// Close releases the database connections.
 	Close() error
+}
+
+// MaxServerKeyResponses bounds the key responses kept per server (see SaveServerKeyResponse):
+// a server rotates its key rarely, and one that rotates on every fetch must not fill the store.
+const MaxServerKeyResponses = 16
+
+// ServerKeyResponse is a server's answer to GET /_matrix/key/v2/server as the resolver
+// checked it (signed by the server itself, received over verified TLS), kept so that we can
+// serve it as a notary when the server is gone. Raw is the answer as the server signed it.
+type ServerKeyResponse struct {
+	ServerName string
+	// KeyIDs are the IDs of its verify_keys: the set that tells one response from another.
+	KeyIDs     []string
+	Raw        []byte
+	ValidUntil time.Time // its valid_until_ts
+	FetchedAt  time.Time // when we received it; zero on save means now
 }
 
 // ServerKey is a server's verify key as the resolver checked it (self-signed by the server,
