@@ -314,11 +314,21 @@ func (c *stateComputation) merge(ctx context.Context, afters []int64) (int64, st
 	return g, resolved, err
 }
 
-// authorize checks evt against its auth events, then against the state before it, and says
-// which check failed and the rule it broke (kind "" when none).
+// authorize checks evt against its auth events, then against the state before it (see
+// Authorize), with the events of this computation.
 func (c *stateComputation) authorize(ctx context.Context, evt *pdu.PDU, before stateres.StateMap) (RejectReason, error) {
+	return Authorize(ctx, c.version, evt, before, func(ctx context.Context, ids []id.EventID) ([]*pdu.PDU, error) {
+		return c.loadPDUs(ctx, ids)
+	}, c.getKey(ctx))
+}
+
+// Authorize applies the spec's checks on receipt to evt, a PDU whose signatures and hashes
+// verified: the authorization rules against its own auth events, then against before, the
+// room state before it. It says which check failed and the rule broken (kind "" when none).
+// load returns the held events among the IDs asked, with their rejection.
+func Authorize(ctx context.Context, version id.RoomVersion, evt *pdu.PDU, before stateres.StateMap, load stateres.Loader, getKey pdu.GetKeyFunc) (RejectReason, error) {
 	getEvents := func(ids []id.EventID) ([]*pdu.PDU, error) {
-		found, err := c.loadPDUs(ctx, ids)
+		found, err := load(ctx, ids)
 		if err != nil {
 			return nil, err
 		}
@@ -333,24 +343,23 @@ func (c *stateComputation) authorize(ctx context.Context, evt *pdu.PDU, before s
 		}
 		return out, nil
 	}
-	getKey := c.getKey(ctx)
-	if err := eventauth.Authorize(c.version, evt, nil, getEvents, getKey); err != nil {
+	if err := eventauth.Authorize(version, evt, nil, getEvents, getKey); err != nil {
 		return RejectAuthEvents, err
 	}
 	if evt.Type == "m.room.create" {
 		return "", nil
 	}
 	var ids []id.EventID
-	for _, k := range evt.AuthEventSelection(c.version) {
+	for _, k := range evt.AuthEventSelection(version) {
 		if e, ok := before[k]; ok {
 			ids = append(ids, e)
 		}
 	}
-	authEvents, err := c.loadPDUs(ctx, ids)
+	authEvents, err := load(ctx, ids)
 	if err != nil {
 		return RejectAuthState, err
 	}
-	if err := eventauth.Authorize(c.version, evt, authEvents, getEvents, getKey); err != nil {
+	if err := eventauth.Authorize(version, evt, authEvents, getEvents, getKey); err != nil {
 		return RejectAuthState, err
 	}
 	return "", nil
@@ -442,6 +451,13 @@ func (c *stateComputation) parse(eventID string, raw []byte, rejected string) (*
 func (c *stateComputation) loadGroup(ctx context.Context, no int64) (stateres.StateMap, error) {
 	if s, ok := c.rs.groups[no]; ok {
 		return s, nil
+	}
+	// A group of this page may have left the cache (a forked room makes many): save the
+	// page so far, so the store has it.
+	if len(c.groups) > 0 {
+		if err := c.flush(ctx); err != nil {
+			return nil, err
+		}
 	}
 	g, err := c.p.r.cfg.Store.StateGroup(ctx, c.p.roomID, no)
 	if err != nil {

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	jsonv2 "encoding/json/v2"
+	"errors"
 	"fmt"
 	"maps"
 	"os"
@@ -21,6 +23,7 @@ import (
 	"github.com/roomsync/roomsync/internal/testenv"
 	"github.com/roomsync/roomsync/resolver"
 	"github.com/roomsync/roomsync/resolver/federation"
+	"github.com/roomsync/roomsync/resolver/stateres"
 	"github.com/roomsync/roomsync/store"
 )
 
@@ -169,8 +172,14 @@ func (s *syncIdentity) sync(t *testing.T, room string) error {
 	for _, p := range s.peers {
 		args = append(args, "--peer", p.serverName)
 	}
-	if _, progress, code := runCapture(t, 5*time.Minute, roomsyncBin, args...); code != 0 {
+	_, progress, code := runCapture(t, 5*time.Minute, roomsyncBin, args...)
+	if code != 0 {
 		return fmt.Errorf("roomsync sync exited %d:\n%s", code, tail(progress, 3000))
+	}
+	// Every pass goes without an error: a pass that failed and a later one that mended it
+	// would hide a fault.
+	if strings.Contains(progress, "last error:") {
+		return fmt.Errorf("a pass of roomsync sync failed:\n%s", tail(progress, 3000))
 	}
 	return nil
 }
@@ -204,11 +213,15 @@ func (s *syncIdentity) compareStates(t *testing.T, ctx context.Context, d *dendr
 	if err := st.StreamEvents(ctx, room, func(ev store.Event) error { events = append(events, ev); return nil }); err != nil {
 		t.Fatal(err)
 	}
-	gmslBin, dumpDir := buildGMSLCheck(t), t.TempDir()
+	o := &mergeOracle{st: st, gmsl: buildGMSLCheck(t), dir: os.Getenv("ROOMSYNC_ORACLE_DUMP")}
+	if o.dir == "" {
+		o.dir = t.TempDir()
+	}
 	compared, merges, rejected, refused := 0, 0, 0, 0
 	var mismatches, unexplained []string
 	differs := map[string]bool{}
 	anomalies := map[string]int{}
+	theirAfter := map[string]stateres.StateMap{}
 	for _, ev := range events {
 		if len(ev.PrevEvents) > 1 {
 			merges++
@@ -227,6 +240,7 @@ func (s *syncIdentity) compareStates(t *testing.T, ctx context.Context, d *dendr
 		}
 		compared++
 		theirs := stateOf(t, ctx, st, theirIDs)
+		theirAfter[ev.ID] = theirs
 		if maps.Equal(ours, theirs) {
 			continue
 		}
@@ -246,41 +260,32 @@ func (s *syncIdentity) compareStates(t *testing.T, ctx context.Context, d *dendr
 		// spec (see dendriteAnomaly and the stateres tests that pin our answer). Lost power
 		// levels: gomatrixserverlib falls back to an event's own auth events for member keys
 		// only, so while the power levels are conflicted it checks them against none.
-		dir := os.Getenv("ROOMSYNC_ORACLE_DUMP")
-		if dir == "" {
-			dir = dumpDir
-		}
-		rootFile := dumpRoot(t, ctx, st, dir, ev, ours, theirs)
-		gmsl := stateOf(t, ctx, st, runGMSL(t, gmslBin, filepath.Join(dir, "events.jsonl"), rootFile))
-		noFallback := conflictedAuthKeys(t, ctx, st, ev)
-		for k := range keysOf(ours, theirs) {
-			if ours[k] == theirs[k] || (ev.StateKey != nil && k == (pdu.StateKey{Type: ev.Type, StateKey: *ev.StateKey})) {
-				continue
-			}
-			kind := dendriteAnomaly(ctx, st, k, ours[k], theirs[k])
-			switch {
-			case gmsl[k] != theirs[k]:
-				kind = ""
-				line += fmt.Sprintf("\n  gomatrixserverlib answers %s, not Dendrite's %s", gmsl[k], theirs[k])
-			case kind == "lost the power levels" && !slices.Contains(noFallback, "m.room.power_levels"):
-				kind = ""
-			}
-			switch kind {
-			case "":
-				evs, _ := st.Events(ctx, []string{string(ours[k])})
-				unexplained = append(unexplained, fmt.Sprintf("%s\n  ours is %s", line, evs[string(ours[k])].Raw))
-			default:
-				anomalies[kind]++
+		prevStates := make([]stateres.StateMap, len(ev.PrevEvents))
+		for i, p := range ev.PrevEvents {
+			if prevStates[i], _, err = resolver.StateAfter(ctx, st, p); err != nil {
+				t.Fatal(err)
 			}
 		}
+		unexplained = append(unexplained, o.explainMerge(t, ctx, "ours", ev, prevStates, ours, theirs, anomalies)...)
 	}
-	t.Logf("state after %d of %d events compared with Dendrite's /state_ids (%d merges, %d rejected by the rules, %d not shown to us): %d differ; where they begin, Dendrite's answer %v",
-		compared, len(events), merges, rejected, refused, len(mismatches), anomalies)
+
+	// Past a root the stored states differ for good, so the comparison above says nothing of
+	// the later events. The same rules run again on Dendrite's own inputs, at every event:
+	// the state before it resolved from Dendrite's states after its prevs, the event
+	// authorized against that, with Dendrite's verdicts on the events it names. The answer
+	// must be Dendrite's state after the event, except at merges explained as above.
+	local := o.localCheck(t, ctx, events, theirAfter)
+	unexplained = append(unexplained, local.unexplained...)
+	t.Logf("state after %d of %d events compared with Dendrite's /state_ids (%d merges, %d rejected by the rules, %d not shown to us): %d differ",
+		compared, len(events), merges, rejected, refused, len(mismatches))
+	t.Logf("where the stored states begin to differ, Dendrite's answer %v", anomalies)
+	t.Logf("our rules on Dendrite's inputs: %d events checked, %d give Dendrite's answer; the others are merges where Dendrite's answer is gomatrixserverlib's: %v",
+		local.checked, local.agree, local.anomalies)
 	for _, m := range mismatches[:min(len(mismatches), 5)] {
 		t.Logf("differs: %s", m)
 	}
-	if compared < 1000 || merges < 20 {
-		t.Errorf("compared %d events over %d merges; want at least 1000 and 20", compared, merges)
+	if compared < 1000 || merges < 20 || local.checked < 1000 {
+		t.Errorf("compared %d events over %d merges, %d on Dendrite's inputs; want at least 1000, 20 and 1000", compared, merges, local.checked)
 	}
 	if len(unexplained) > 0 {
 		t.Errorf("%d places where our state begins to differ from Dendrite's for no reason the rules give:\n%s",
@@ -288,25 +293,164 @@ func (s *syncIdentity) compareStates(t *testing.T, ctx context.Context, d *dendr
 	}
 }
 
-// conflictedAuthKeys are the keys among the power levels and the join rules whose events
-// differ between the states after ev's prevs.
-func conflictedAuthKeys(t *testing.T, ctx context.Context, st store.Store, ev store.Event) []string {
+// mergeOracle explains where our state and Dendrite's differ at a merge.
+type mergeOracle struct {
+	st   store.Store
+	gmsl string // hack/gmslcheck, built
+	dir  string // where merges are dumped for gmslcheck
+	// rejected is Dendrite's verdict on an event, once its answers are known.
+	rejected func(store.Event) bool
+}
+
+// explainMerge accounts for the keys where got, the state after ev from prevStates by our
+// rules, differs from theirs, Dendrite's: each must be Dendrite's resolver's own answer
+// (gomatrixserverlib, fed the same prev states, with the verdicts named) and of one of two
+// kinds where that resolver departs from the spec (see dendriteAnomaly and the stateres tests
+// that pin our answer). It counts those in anomalies and returns the others, described.
+// Lost power levels: gomatrixserverlib falls back to an event's own auth events for member
+// keys only, so while the power levels are conflicted it checks them against none.
+func (o *mergeOracle) explainMerge(t *testing.T, ctx context.Context, verdicts string, ev store.Event, prevStates []stateres.StateMap, got, theirs stateres.StateMap, anomalies map[string]int) []string {
 	t.Helper()
-	seen := map[pdu.StateKey]map[id.EventID]bool{}
-	for _, p := range ev.PrevEvents {
-		after, _, err := resolver.StateAfter(ctx, st, p)
-		if err != nil {
-			t.Fatal(err)
+	line := fmt.Sprintf("%s (%s, depth %d, %d prevs; %s verdicts): %s", ev.ID, ev.Type, ev.Depth, len(ev.PrevEvents), verdicts, diffStates(ctx, o.st, got, theirs))
+	rootFile, eventsFile := o.dumpRoot(t, ctx, verdicts, ev, prevStates, got, theirs)
+	gmsl := stateOf(t, ctx, o.st, runGMSL(t, o.gmsl, eventsFile, rootFile))
+	noFallback := conflictedAuthKeys(prevStates)
+	var out []string
+	for k := range keysOf(got, theirs) {
+		if got[k] == theirs[k] || (ev.StateKey != nil && k == (pdu.StateKey{Type: ev.Type, StateKey: *ev.StateKey})) {
+			continue
 		}
-		for _, k := range []pdu.StateKey{{Type: "m.room.power_levels"}, {Type: "m.room.join_rules"}} {
-			if seen[k] == nil {
-				seen[k] = map[id.EventID]bool{}
-			}
-			seen[k][after[k]] = true
+		kind := dendriteAnomaly(ctx, o.st, k, got[k], theirs[k])
+		switch {
+		case gmsl[k] != theirs[k]:
+			kind = ""
+			line += fmt.Sprintf("\n  gomatrixserverlib answers %s, not Dendrite's %s", gmsl[k], theirs[k])
+		case kind == "lost the power levels" && !slices.Contains(noFallback, "m.room.power_levels"):
+			kind = ""
+		}
+		if kind == "" {
+			evs, _ := o.st.Events(ctx, []string{string(got[k])})
+			out = append(out, fmt.Sprintf("%s\n  ours is %s", line, evs[string(got[k])].Raw))
+		} else {
+			anomalies[kind]++
 		}
 	}
+	return out
+}
+
+// localResult is what the rules gave on Dendrite's inputs.
+type localResult struct {
+	checked, agree int
+	anomalies      map[string]int
+	unexplained    []string
+}
+
+// localCheck runs state resolution and the authorization rules at every event of events
+// whose prevs Dendrite showed us, on Dendrite's states after the prevs (theirAfter) and with
+// Dendrite's verdicts (a state event it rejected is not in its state after the event), and
+// compares the state after the event with Dendrite's.
+func (o *mergeOracle) localCheck(t *testing.T, ctx context.Context, events []store.Event, theirAfter map[string]stateres.StateMap) localResult {
+	t.Helper()
+	res := localResult{anomalies: map[string]int{}}
+	if len(events) == 0 {
+		return res
+	}
+	room, err := o.st.Room(ctx, events[0].RoomID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	version := id.RoomVersion(room.Version)
+	o.rejected = func(e store.Event) bool {
+		after, ok := theirAfter[e.ID]
+		if !ok || e.StateKey == nil {
+			return e.Rejected != ""
+		}
+		return after[pdu.StateKey{Type: e.Type, StateKey: *e.StateKey}] != id.EventID(e.ID)
+	}
+	parsed := map[id.EventID]*pdu.PDU{}
+	parse := func(e store.Event) *pdu.PDU {
+		if p, ok := parsed[id.EventID(e.ID)]; ok {
+			return p
+		}
+		var p pdu.PDU
+		if err := jsonv2.Unmarshal(e.Raw, &p); err != nil {
+			t.Fatalf("parse %s: %v", e.ID, err)
+		}
+		p.InternalMeta.EventID = id.EventID(e.ID)
+		p.InternalMeta.Rejected = o.rejected(e)
+		parsed[p.InternalMeta.EventID] = &p
+		return &p
+	}
+	load := func(ctx context.Context, ids []id.EventID) ([]*pdu.PDU, error) {
+		held, err := o.st.Events(ctx, slices.Collect(func(yield func(string) bool) {
+			for _, e := range ids {
+				if !yield(string(e)) {
+					return
+				}
+			}
+		}))
+		if err != nil {
+			return nil, err
+		}
+		out := make([]*pdu.PDU, 0, len(held))
+		for _, e := range held {
+			out = append(out, parse(e))
+		}
+		return out, nil
+	}
+	noKeys := func(string, id.KeyID, time.Time) (id.SigningKey, time.Time, error) {
+		return "", time.Time{}, errors.New("no third-party invites in this room")
+	}
+	for _, ev := range events {
+		want, ok := theirAfter[ev.ID]
+		if !ok {
+			continue
+		}
+		prevStates := make([]stateres.StateMap, 0, len(ev.PrevEvents))
+		for _, p := range ev.PrevEvents {
+			if s, ok := theirAfter[p]; ok {
+				prevStates = append(prevStates, s)
+			}
+		}
+		if len(prevStates) < len(ev.PrevEvents) {
+			continue // a prev Dendrite did not show us
+		}
+		before, err := stateres.Resolve(ctx, version, prevStates, load)
+		if err != nil {
+			res.unexplained = append(res.unexplained, fmt.Sprintf("%s: resolving Dendrite's prev states: %v", ev.ID, err))
+			continue
+		}
+		evt := parse(ev)
+		kind, broken := resolver.Authorize(ctx, version, evt, before, load, noKeys)
+		got := maps.Clone(before)
+		if kind == "" && evt.StateKey != nil {
+			got[pdu.StateKey{Type: evt.Type, StateKey: *evt.StateKey}] = id.EventID(ev.ID)
+		}
+		res.checked++
+		if maps.Equal(got, want) {
+			res.agree++
+			continue
+		}
+		if len(ev.PrevEvents) < 2 {
+			// No merge: the state rolled forward and the event's verdict must be Dendrite's.
+			res.unexplained = append(res.unexplained, fmt.Sprintf("%s (%s, depth %d, one prev; our verdict %q %v): %s",
+				ev.ID, ev.Type, ev.Depth, kind, broken, diffStates(ctx, o.st, got, want)))
+			continue
+		}
+		res.unexplained = append(res.unexplained, o.explainMerge(t, ctx, "dendrite", ev, prevStates, got, want, res.anomalies)...)
+	}
+	return res
+}
+
+// conflictedAuthKeys are the keys among the power levels and the join rules whose events
+// differ between prevStates.
+func conflictedAuthKeys(prevStates []stateres.StateMap) []string {
 	var out []string
-	for k, values := range seen {
+	for _, k := range []pdu.StateKey{{Type: "m.room.power_levels"}, {Type: "m.room.join_rules"}} {
+		values := map[id.EventID]bool{}
+		for _, s := range prevStates {
+			values[s[k]] = true
+		}
 		if len(values) > 1 {
 			out = append(out, k.Type)
 		}
@@ -361,12 +505,12 @@ func dendriteAnomaly(ctx context.Context, st store.Store, k pdu.StateKey, ours, 
 	return ""
 }
 
-// dumpRoot writes a root divergence into dir: the event, the states after its prevs as we
-// computed them, both merged states (root-….json, whose path it returns), and, once, every
-// event of the room (events.jsonl, one JSON object a line).
-func dumpRoot(t *testing.T, ctx context.Context, st store.Store, dir string, ev store.Event, ours, theirs map[pdu.StateKey]id.EventID) string {
+// dumpRoot writes a merge into o.dir: the event, the states after its prevs, both merged
+// states (root-….json, whose path it returns), and, once per verdicts, every event of the
+// room with its rejection as verdicts say (events-VERDICTS.jsonl, one JSON object a line).
+func (o *mergeOracle) dumpRoot(t *testing.T, ctx context.Context, verdicts string, ev store.Event, prevStates []stateres.StateMap, ours, theirs stateres.StateMap) (rootFile, eventsFile string) {
 	t.Helper()
-	list := func(m map[pdu.StateKey]id.EventID) []string {
+	list := func(m stateres.StateMap) []string {
 		out := []string{}
 		for _, e := range m {
 			out = append(out, string(e))
@@ -375,33 +519,36 @@ func dumpRoot(t *testing.T, ctx context.Context, st store.Store, dir string, ev 
 		return out
 	}
 	root := map[string]any{"event": ev.ID, "ours": list(ours), "theirs": list(theirs)}
-	var prevStates [][]string
-	for _, p := range ev.PrevEvents {
-		after, _, err := resolver.StateAfter(ctx, st, p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		prevStates = append(prevStates, list(after))
+	var states [][]string
+	for _, s := range prevStates {
+		states = append(states, list(s))
 	}
-	root["prev_states"] = prevStates
-	name := filepath.Join(dir, "root-"+strings.TrimPrefix(ev.ID, "$")+".json")
+	root["prev_states"] = states
+	rootFile = filepath.Join(o.dir, verdicts+"-root-"+strings.TrimPrefix(ev.ID, "$")+".json")
 	b, _ := json.Marshal(root)
-	if err := os.WriteFile(name, b, 0o600); err != nil {
+	if err := os.WriteFile(rootFile, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	eventsFile := filepath.Join(dir, "events.jsonl")
+	eventsFile = filepath.Join(o.dir, "events-"+verdicts+".jsonl")
 	if _, err := os.Stat(eventsFile); err == nil {
-		return name
+		return rootFile, eventsFile
 	}
 	var all bytes.Buffer
-	_ = st.StreamEvents(ctx, ev.RoomID, func(e store.Event) error {
-		fmt.Fprintf(&all, "{\"event_id\":%q,\"rejected\":%q,\"pdu\":%s}\n", e.ID, e.Rejected, e.Raw)
+	_ = o.st.StreamEvents(ctx, ev.RoomID, func(e store.Event) error {
+		rejected := e.Rejected
+		if o.rejected != nil && verdicts == "dendrite" {
+			rejected = ""
+			if o.rejected(e) {
+				rejected = "rejected by Dendrite"
+			}
+		}
+		fmt.Fprintf(&all, "{\"event_id\":%q,\"rejected\":%q,\"pdu\":%s}\n", e.ID, rejected, e.Raw)
 		return nil
 	})
 	if err := os.WriteFile(eventsFile, all.Bytes(), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return name
+	return rootFile, eventsFile
 }
 
 // buildGMSLCheck builds hack/gmslcheck (a module of its own: gomatrixserverlib's state
