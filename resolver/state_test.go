@@ -2,6 +2,8 @@ package resolver_test
 
 import (
 	"context"
+	"encoding/json"
+	"encoding/json/jsontext"
 	"maps"
 	"slices"
 	"strings"
@@ -52,6 +54,93 @@ func TestStateAndAuthorization(t *testing.T) {
 	}
 	if err := h.store.CheckConsistency(ctx, string(room.ID)); err != nil {
 		t.Error(err)
+	}
+}
+
+// An event may name as an auth event one that is not among its ancestors: here a message by
+// the creator names the creator's new member event, made on a branch of its own that no walk
+// of the DAG reaches. Pushed to us, the message is stored, and the next pass fetches that
+// auth event by ID (/event) and authorizes the message. Where no peer serves the auth event,
+// the message keeps no state and the room says what it waits for.
+func TestMissingAuthEventsFetched(t *testing.T) {
+	room := fixturepeer.MustGenerate(t, fixturepeer.RoomOptions{Seed: 31, Events: 40, Linear: true})
+	creator := room.Create().Sender
+	origin := room.Create().Origin
+	var member, power id.EventID
+	var depth int64
+	for _, e := range room.Events {
+		switch {
+		case e.Type == "m.room.member" && e.StateKey != nil && *e.StateKey == string(creator):
+			member = e.ID
+		case e.Type == "m.room.power_levels":
+			power = e.ID
+		}
+		depth = max(depth, e.Depth)
+	}
+	stateKey := string(creator)
+	rename, err := room.Sign(origin, &pdu.PDU{Type: "m.room.member", StateKey: &stateKey, Sender: creator,
+		Content:    jsontext.Value(`{"membership":"join","displayname":"the creator, renamed"}`),
+		PrevEvents: room.Heads(), AuthEvents: []id.EventID{room.Create().ID, power, member},
+		Depth:      depth + 1, OriginServerTS: room.Events[len(room.Events)-1].TS + 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	message, err := room.Sign(origin, &pdu.PDU{Type: "m.room.message", Sender: creator,
+		Content:    jsontext.Value(`{"msgtype":"m.text","body":"named by an event on another branch"}`),
+		PrevEvents: room.Heads(), AuthEvents: []id.EventID{room.Create().ID, power, rename.ID},
+		Depth:      depth + 1, OriginServerTS: room.Events[len(room.Events)-1].TS + 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	for _, served := range []bool{true, false} {
+		t.Run(map[bool]string{true: "served", false: "nowhere"}[served], func(t *testing.T) {
+			var opts []fixturepeer.Option
+			if served {
+				opts = append(opts, fixturepeer.WithLooseEvents(rename))
+			}
+			peer := fixturepeer.Start(t, room, opts...)
+			h := newHarness(t, room, []*fixturepeer.Peer{peer})
+			if last := h.syncUntilDone(5); !last[len(last)-1].Converged {
+				t.Fatalf("before the push: %+v", last[len(last)-1])
+			}
+			ctx := context.Background()
+			h.res.SetRooms([]string{string(room.ID)})
+			if results, _ := h.res.Receive(ctx, origin, []json.RawMessage{message.Raw}); results[string(message.ID)] != "" {
+				t.Fatalf("push refused: %v", results)
+			}
+			res, err := h.res.SyncRoom(ctx, string(room.ID), resolver.History{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			states, err := h.store.EventStates(ctx, []string{string(message.ID), string(rename.ID)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !served {
+				if states[string(message.ID)].Before != 0 || !slices.ContainsFunc(res.WaitingFor, func(w string) bool {
+					return strings.Contains(w, "auth events no peer gave ("+string(rename.ID))
+				}) {
+					t.Fatalf("message state %+v, waiting for %q; want no state, waiting for %s", states[string(message.ID)], res.WaitingFor, rename.ID)
+				}
+				return
+			}
+			if !h.storedIDs()[rename.ID] || states[string(rename.ID)].Before == 0 || states[string(rename.ID)].Rejected != "" {
+				t.Fatalf("the auth event: held %t, state %+v; want held and accepted", h.storedIDs()[rename.ID], states[string(rename.ID)])
+			}
+			own := states[string(message.ID)]
+			if own.Before == 0 || own.Rejected != "" || len(res.WaitingFor) > 0 {
+				t.Fatalf("message state %+v, waiting for %q; want computed and accepted", own, res.WaitingFor)
+			}
+			// The state before the message is its prevs': the rename is not in it.
+			before, _, err := resolver.StateBefore(ctx, h.store, string(message.ID))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := before[pdu.StateKey{Type: "m.room.member", StateKey: stateKey}]; got != member {
+				t.Errorf("creator's member event before the message: %s, want %s", got, member)
+			}
+		})
 	}
 }
 

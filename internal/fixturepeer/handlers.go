@@ -281,6 +281,12 @@ func (p *Peer) event(req *http.Request, lies []lieState) (int, any) {
 			return http.StatusOK, pdusAnswer{Origin: p.name, OriginServerTS: time.Now().UnixMilli(), PDUs: pdus}
 		}
 	}
+	if raw, ok := p.loose[eventID]; ok {
+		if !p.mayRead(req, p.primary) {
+			return errBody(http.StatusForbidden, "M_FORBIDDEN", ErrHostNotInRoom)
+		}
+		return http.StatusOK, pdusAnswer{Origin: p.name, OriginServerTS: time.Now().UnixMilli(), PDUs: []json.RawMessage{raw}}
+	}
 	return errBody(http.StatusNotFound, "M_NOT_FOUND", "Event not found")
 }
 

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"encoding/json/jsontext"
-	"maunium.net/go/mautrix/crypto/canonicaljson"
 	"maunium.net/go/mautrix/federation/pdu"
 	"maunium.net/go/mautrix/id"
 )
@@ -42,19 +41,12 @@ func (p *Peer) Invite(invitee id.UserID) (json.RawMessage, id.EventID, error) {
 		StateKey:       &stateKey,
 		Type:           "m.room.member",
 	}
-	if err := ev.Sign(r.Version, p.name, p.key.ID, p.key.Priv); err != nil {
-		return nil, "", fmt.Errorf("fixturepeer: sign invite: %w", err)
-	}
-	eventID, err := ev.GetEventID(r.Version)
+	signed, err := signEvent(r.Version, ev, p.name, p.key)
 	if err != nil {
-		return nil, "", fmt.Errorf("fixturepeer: invite event ID: %w", err)
-	}
-	raw, err := canonicaljson.Marshal(ev)
-	if err != nil {
-		return nil, "", fmt.Errorf("fixturepeer: encode invite: %w", err)
+		return nil, "", err
 	}
 	p.primary.mu.Lock()
 	p.primary.invited[invitee] = true
 	p.primary.mu.Unlock()
-	return raw, eventID, nil
+	return signed.Raw, signed.ID, nil
 }

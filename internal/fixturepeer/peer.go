@@ -64,6 +64,8 @@ type peerConfig struct {
 	joinKeyFunc pdu.GetKeyFunc
 
 	stateAfter bool // WithStateAfter (state.go)
+
+	loose []LooseEvent // WithLooseEvents (loose.go)
 }
 
 type extraRoom struct {
@@ -128,6 +130,7 @@ type Peer struct {
 	noMinDepth  bool
 	stateAfter  bool           // /state_ids and /state answer the state after the event
 	joinKey     pdu.GetKeyFunc // nil: send_join does not check signatures
+	loose       map[id.EventID]json.RawMessage
 
 	counts map[Endpoint]*atomic.Int64
 	pdus   atomic.Int64
@@ -233,6 +236,10 @@ func New(room *Room, opts ...Option) (*Peer, error) {
 	p.noMinDepth = cfg.noMinDepth
 	p.stateAfter = cfg.stateAfter
 	p.joinKey = cfg.joinKeyGetter()
+	p.loose = make(map[id.EventID]json.RawMessage, len(cfg.loose))
+	for _, e := range cfg.loose {
+		p.loose[e.ID] = e.Raw
+	}
 	for _, x := range cfg.extra {
 		if err := add(x.room, x.hold); err != nil {
 			return nil, err
