@@ -81,14 +81,14 @@ func TestMissingAuthEventsFetched(t *testing.T) {
 	rename, err := room.Sign(origin, &pdu.PDU{Type: "m.room.member", StateKey: &stateKey, Sender: creator,
 		Content:    jsontext.Value(`{"membership":"join","displayname":"the creator, renamed"}`),
 		PrevEvents: room.Heads(), AuthEvents: []id.EventID{room.Create().ID, power, member},
-		Depth:      depth + 1, OriginServerTS: room.Events[len(room.Events)-1].TS + 1})
+		Depth: depth + 1, OriginServerTS: room.Events[len(room.Events)-1].TS + 1})
 	if err != nil {
 		t.Fatal(err)
 	}
 	message, err := room.Sign(origin, &pdu.PDU{Type: "m.room.message", Sender: creator,
 		Content:    jsontext.Value(`{"msgtype":"m.text","body":"named by an event on another branch"}`),
 		PrevEvents: room.Heads(), AuthEvents: []id.EventID{room.Create().ID, power, rename.ID},
-		Depth:      depth + 1, OriginServerTS: room.Events[len(room.Events)-1].TS + 2})
+		Depth: depth + 1, OriginServerTS: room.Events[len(room.Events)-1].TS + 2})
 	if err != nil {
 		t.Fatal(err)
 	}
