@@ -49,6 +49,10 @@ type KeyRing struct {
 type KeyStore interface {
 	LoadKeys(ctx context.Context, server string) (map[id.KeyID]StoredKey, error)
 	SaveKeys(ctx context.Context, server string, keys map[id.KeyID]StoredKey) error
+	// SaveKeyResponse keeps the self-signed response the keys came in, as the server signed
+	// it (resp.Raw), so that our /_matrix/key/v2/query can vouch for them once the server
+	// is gone (see NotaryKeys).
+	SaveKeyResponse(ctx context.Context, resp *mfed.ServerKeyResponse) error
 }
 
 // StoredKey is a verified key and until when it is valid.
@@ -178,13 +182,13 @@ func (k *KeyRing) fetch(ctx context.Context, server string, keyID id.KeyID) erro
 	defer cancel()
 	var errs []error
 	direct := make(map[id.KeyID]verifyKey)
-	var verified *mfed.ServerKeyResponse
+	var verified, directResp *mfed.ServerKeyResponse
 	if resp, err := k.client.ServerKeys(ctx, server); err != nil {
 		errs = append(errs, fmt.Errorf("from %s: %w", server, err))
 	} else if err := collectKeys(direct, server, resp, k.now()); err != nil {
 		errs = append(errs, err)
 	} else {
-		verified = resp
+		verified, directResp = resp, resp
 	}
 	vouched := make(map[id.KeyID]verifyKey)
 	if len(direct) == 0 {
@@ -238,14 +242,17 @@ func (k *KeyRing) fetch(ctx context.Context, server string, keyID id.KeyID) erro
 	entry.fetchErr = nil
 	entry.resp = verified
 	// Only keys the server gave itself, over TLS that was verified, outlive the session:
-	// the store is shared, and a notary or an unverified channel is one party's word.
-	if k.persist != nil && len(direct) > 0 && k.client.VerifiedOrigin(server) {
+	// the store is shared, and a notary or an unverified channel is one party's word. The
+	// same goes for the responses we vouch for as a notary.
+	if k.persist != nil && directResp != nil && k.client.VerifiedOrigin(server) {
 		stored := make(map[id.KeyID]StoredKey, len(direct))
 		for keyID, vk := range direct {
 			stored[keyID] = StoredKey{Key: vk.key, ValidUntil: vk.validUntil}
 		}
-		// A failed save costs only a fetch after a restart: verification goes on.
+		// A failed save costs only a fetch after a restart, or a server we cannot vouch
+		// for: verification goes on.
 		_ = k.persist.SaveKeys(ctx, server, stored)
+		_ = k.persist.SaveKeyResponse(ctx, directResp)
 	}
 	return nil
 }

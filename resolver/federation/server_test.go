@@ -54,7 +54,7 @@ func TestServerRoutesAndErrors(t *testing.T) {
 		{"query by GET", "GET", "/_matrix/key/v2/query/peer.example", "", 200, []string{`"server_name":"peer.example"`}, ""},
 		{"query by POST", "POST", "/_matrix/key/v2/query", query, 200, []string{`"server_name":"peer.example"`, string(key.Pub)}, ""},
 		{"version", "GET", "/_matrix/federation/v1/version", "", 200, []string{`"name":"roomsync"`, `"version":"test"`}, ""},
-		{"query of bad JSON", "POST", "/_matrix/key/v2/query", "{", 400, []string{`"errcode":"M_BAD_JSON"`}, ""},
+		{"query of bad JSON", "POST", "/_matrix/key/v2/query", "{", 400, []string{`"errcode":"M_NOT_JSON"`}, ""},
 		{"unknown path", "GET", "/_matrix/federation/v1/nope", "", 404, []string{`"errcode":"M_UNRECOGNIZED"`}, ""},
 		{"root", "GET", "/", "", 404, []string{`"errcode":"M_UNRECOGNIZED"`}, ""},
 		{"known path, wrong method", "GET", "/_matrix/key/v2/query", "", 405, []string{`"errcode":"M_UNRECOGNIZED"`}, "POST"},

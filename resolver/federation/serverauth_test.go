@@ -21,6 +21,8 @@ func (s storedKeys) LoadKeys(context.Context, string) (map[id.KeyID]StoredKey, e
 
 func (storedKeys) SaveKeys(context.Context, string, map[id.KeyID]StoredKey) error { return nil }
 
+func (storedKeys) SaveKeyResponse(context.Context, *mfed.ServerKeyResponse) error { return nil }
+
 // ResponseFor gives the self-signed key response ServerAuth needs: fetched once when the
 // ring knew the key only from its store, then from the cache; an unknown key ID is an error,
 // and is not asked for again within keyRefetchMinInterval.
