@@ -115,8 +115,9 @@ func checkInsecureFlag(insecure bool, peers []string) error {
 
 // keyServer serves our key on --listen until stop is called, and returns the address it
 // bound. It binds before returning, so a bad address fails at once rather than in the
-// background.
-func (o *identityOptions) keyServer(key *mfed.SigningKey, version string, routes ...func(*federation.Server)) (addr string, stop func(), err error) {
+// background. Its /_matrix/key/v2/query also vouches, as a notary, for the key responses
+// vouched keeps (nil: for our own name only).
+func (o *identityOptions) keyServer(key *mfed.SigningKey, version string, vouched federation.NotaryKeys, routes ...func(*federation.Server)) (addr string, stop func(), err error) {
 	if o.listen == "" {
 		return "", func() {}, nil
 	}
@@ -130,7 +131,8 @@ func (o *identityOptions) keyServer(key *mfed.SigningKey, version string, routes
 	if err != nil {
 		return "", nil, fmt.Errorf("--listen %s: %w", o.listen, err)
 	}
-	srv := federation.NewKeyServer(o.serverName, key, version)
+	srv := federation.NewServer()
+	srv.HandleKeysAsNotary(o.serverName, key, version, vouched)
 	for _, add := range routes {
 		add(srv)
 	}

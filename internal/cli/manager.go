@@ -152,7 +152,7 @@ func runManager(args []string, _, stderr io.Writer) int {
 		return badInput(stderr, fs, err)
 	}
 	defer closeInbound()
-	_, stopKeyServer, err := opts.keyServer(key, Version, func(srv *federation.Server) {
+	_, stopKeyServer, err := opts.keyServer(key, Version, resolver.NotaryKeysOf(st), func(srv *federation.Server) {
 		srv.OriginRate, srv.OriginBurst = opts.originRate, opts.originBurst
 		srv.RequireAuth(opts.serverName, inboundKeys)
 		srv.HandleSend(syncer.Receive)

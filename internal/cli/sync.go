@@ -180,7 +180,7 @@ func runSync(args []string, stdout, stderr io.Writer) int {
 	}
 	defer st.Close()
 
-	_, stopKeyServer, err := opts.keyServer(key, Version)
+	_, stopKeyServer, err := opts.keyServer(key, Version, resolver.NotaryKeysOf(st))
 	if err != nil {
 		return badInput(stderr, fs, err)
 	}
