@@ -69,6 +69,8 @@ type Client struct {
 	fed        *mfed.Client
 	serverName string
 	endpoints  map[string]Endpoint
+	// insecureDiscovery: servers reached through discovery are not TLS-verified either.
+	insecureDiscovery bool
 }
 
 // NewClient builds a client. It does no I/O.
@@ -113,7 +115,7 @@ func NewClient(opts Options) (*Client, error) {
 		// Federation requests do not follow redirects.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
-	return &Client{fed: fed, serverName: opts.ServerName, endpoints: endpoints}, nil
+	return &Client{fed: fed, serverName: opts.ServerName, endpoints: endpoints, insecureDiscovery: opts.InsecureDiscovery}, nil
 }
 
 // VerifiedOrigin reports whether requests to server reach the server itself over TLS that was
@@ -122,7 +124,10 @@ func NewClient(opts Options) (*Client, error) {
 // are used for the session only.
 func (c *Client) VerifiedOrigin(server string) bool {
 	ep, ok := c.endpoints[server]
-	return !ok || (!ep.InsecureSkipTLSVerify && (ep.BaseURL == nil || ep.BaseURL.Scheme == "https"))
+	if !ok {
+		return !c.insecureDiscovery
+	}
+	return !ep.InsecureSkipTLSVerify && (ep.BaseURL == nil || ep.BaseURL.Scheme == "https")
 }
 
 // ServerName is the origin the client signs as.

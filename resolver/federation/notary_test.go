@@ -310,3 +310,18 @@ func TestKeyRingKeepsSelfSignedResponses(t *testing.T) {
 		})
 	}
 }
+
+// TestVerifiedOriginWithInsecureDiscovery: with TLS verification off for discovered servers
+// (--insecure-skip-tls-verify), what they say of themselves is not kept, nor vouched for.
+func TestVerifiedOriginWithInsecureDiscovery(t *testing.T) {
+	for _, insecure := range []bool{false, true} {
+		c, err := NewClient(Options{ServerName: notaryTestServer, Key: mfed.GenerateSigningKey(), InsecureDiscovery: insecure})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := c.VerifiedOrigin("discovered.example"); got == insecure {
+			t.Errorf("InsecureDiscovery %v: VerifiedOrigin of a discovered server = %v", insecure, got)
+		}
+		c.Close()
+	}
+}
