@@ -63,7 +63,8 @@ func (q *keyQuery) get(w http.ResponseWriter, r *http.Request) {
 	}
 	keys, err := q.answer(r.Context(), server, nil)
 	if err != nil {
-		mautrix.MUnknown.WithMessage("%v", err).Write(w)
+		// The store's own words stay here: the endpoint answers anyone.
+		mautrix.MUnknown.WithMessage("the keys we keep could not be read").Write(w)
 		return
 	}
 	writeJSON(w, keyQueryAnswer{ServerKeys: keys})
@@ -120,7 +121,8 @@ func (q *keyQuery) post(w http.ResponseWriter, r *http.Request) {
 		}
 		keys, err := q.answer(r.Context(), server, keyIDs)
 		if err != nil {
-			mautrix.MUnknown.WithMessage("%v", err).Write(w)
+			// The store's own words stay here: the endpoint answers anyone.
+		mautrix.MUnknown.WithMessage("the keys we keep could not be read").Write(w)
 			return
 		}
 		answer.ServerKeys = append(answer.ServerKeys, keys...)
