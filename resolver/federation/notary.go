@@ -122,7 +122,7 @@ func (q *keyQuery) post(w http.ResponseWriter, r *http.Request) {
 		keys, err := q.answer(r.Context(), server, keyIDs)
 		if err != nil {
 			// The store's own words stay here: the endpoint answers anyone.
-		mautrix.MUnknown.WithMessage("the keys we keep could not be read").Write(w)
+			mautrix.MUnknown.WithMessage("the keys we keep could not be read").Write(w)
 			return
 		}
 		answer.ServerKeys = append(answer.ServerKeys, keys...)
