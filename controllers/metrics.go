@@ -33,6 +33,10 @@ type Metrics struct {
 	Transactions *prometheus.CounterVec
 	PDUsReceived *prometheus.CounterVec
 	LiveLatency  prometheus.Histogram
+	// Serving the replica: history requests other servers make to our listener.
+	ServedRequests *prometheus.CounterVec
+	ServedEvents   *prometheus.CounterVec
+	ServeDuration  *prometheus.HistogramVec
 }
 
 var (
@@ -114,9 +118,23 @@ func NewMetrics() *Metrics {
 			Help:    "Time from a pushed event's origin_server_ts to its storage.",
 			Buckets: prometheus.ExponentialBuckets(0.01, 2.5, 12),
 		})
+		m.ServedRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "roomsync_served_requests_total",
+			Help: "History requests (backfill, get_missing_events, event, state_ids, state, event_auth) other servers made to our listener, by endpoint and outcome.",
+		}, []string{"endpoint", "outcome"})
+		m.ServedEvents = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "roomsync_served_events_total",
+			Help: "Events served to other servers (in full or redacted), by endpoint.",
+		}, []string{"endpoint"})
+		m.ServeDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "roomsync_serve_duration_seconds",
+			Help:    "Time to answer a history request, by endpoint.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 10),
+		}, []string{"endpoint"})
 		ctrlmetrics.Registry.MustRegister(m.EventsStored, m.EventsRejected, m.Requests, m.RequestDuration,
 			m.RoomEvents, m.RoomGaps, m.RoomUnfillable, m.RoomConverged, m.RoomLastSync, m.PeerHealthy,
-			m.ReconcileSeconds, m.RoomJoined, m.Transactions, m.PDUsReceived, m.LiveLatency)
+			m.ReconcileSeconds, m.RoomJoined, m.Transactions, m.PDUsReceived, m.LiveLatency,
+			m.ServedRequests, m.ServedEvents, m.ServeDuration)
 		registered = m
 	})
 	return registered
@@ -130,6 +148,17 @@ type metricsObserver struct{ m *Metrics }
 func (o metricsObserver) Request(peer, endpoint string, outcome federation.Outcome, took time.Duration) {
 	o.m.Requests.WithLabelValues(peer, endpoint, string(outcome)).Inc()
 	o.m.RequestDuration.WithLabelValues(peer, endpoint).Observe(took.Seconds())
+}
+
+// ServeObserver returns a federation.ServeObserver that feeds the serving series.
+func (m *Metrics) ServeObserver() federation.ServeObserver { return metricsObserver{m} }
+
+func (o metricsObserver) Served(endpoint string, outcome federation.Outcome, events int, took time.Duration) {
+	o.m.ServedRequests.WithLabelValues(endpoint, string(outcome)).Inc()
+	if events > 0 {
+		o.m.ServedEvents.WithLabelValues(endpoint).Add(float64(events))
+	}
+	o.m.ServeDuration.WithLabelValues(endpoint).Observe(took.Seconds())
 }
 
 func (o metricsObserver) Stored(roomID string, events int) {

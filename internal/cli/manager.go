@@ -145,8 +145,9 @@ func runManager(args []string, _, stderr io.Writer) int {
 		Log:                   ctrl.Log.WithName("resolver"),
 	}
 	// The listener serves our key, takes the events peers push to rooms we joined (PUT /send)
-	// and the invites of our user (PUT /v2/invite), checking each request's X-Matrix
-	// signature.
+	// and the invites of our user (PUT /v2/invite), and serves the history the store holds
+	// to the servers in each room (/backfill, /get_missing_events, /event, /state_ids,
+	// /state, /event_auth), checking each request's X-Matrix signature.
 	inboundKeys, closeInbound, err := resolver.InboundKeys(st, opts.serverName, key, opts.allowPrivateNetworks, opts.insecureSkipVerify)
 	if err != nil {
 		return badInput(stderr, fs, err)
@@ -157,6 +158,8 @@ func runManager(args []string, _, stderr io.Writer) int {
 		srv.RequireAuth(opts.serverName, inboundKeys)
 		srv.HandleSend(syncer.Receive)
 		srv.HandleInvite(syncer.Invite)
+		srv.HandleHistory(opts.serverName, resolver.NewReplica(resolver.ReplicaConfig{Store: st, Log: ctrl.Log.WithName("replica")}),
+			syncer.Metrics.ServeObserver())
 	})
 	if err != nil {
 		return badInput(stderr, fs, err)

@@ -180,16 +180,26 @@ func runSync(args []string, stdout, stderr io.Writer) int {
 	}
 	defer st.Close()
 
-	_, stopKeyServer, err := opts.keyServer(key, Version, resolver.NotaryKeysOf(st))
-	if err != nil {
-		return badInput(stderr, fs, err)
-	}
-	defer stopKeyServer()
-
 	log := logr.Discard()
 	if opts.verbose {
 		log = funcr.New(func(prefix, args string) { fmt.Fprintln(stderr, prefix, args) }, funcr.Options{Verbosity: 1})
 	}
+
+	// --listen serves, besides our key, the history the store holds to the servers in each
+	// room, as the manager's listener does: a sync is a replica too while it runs.
+	inboundKeys, closeInbound, err := resolver.InboundKeys(st, opts.serverName, key, opts.allowPrivateNetworks, opts.insecureSkipVerify)
+	if err != nil {
+		return badInput(stderr, fs, err)
+	}
+	defer closeInbound()
+	_, stopKeyServer, err := opts.keyServer(key, Version, resolver.NotaryKeysOf(st), func(srv *federation.Server) {
+		srv.RequireAuth(opts.serverName, inboundKeys)
+		srv.HandleHistory(opts.serverName, resolver.NewReplica(resolver.ReplicaConfig{Store: st, Log: log.WithName("replica")}), nil)
+	})
+	if err != nil {
+		return badInput(stderr, fs, err)
+	}
+	defer stopKeyServer()
 	res, err := resolver.Open(resolver.Setup{
 		Store:                st,
 		ServerName:           opts.serverName,
