@@ -21,9 +21,9 @@ import (
 
 var _ federation.HistorySource = (*Replica)(nil)
 
-// walkReads bounds the events a walk for limit events may read: what it serves, and as much
-// again four times over for the rejected and known events it goes through.
-func walkReads(limit int) int { return 4*limit + 200 }
+// walkReads bounds the rows a walk for limit events may read: what it serves, the windows
+// it prefetches, and the rejected and known events it goes through.
+func walkReads(limit int) int { return 6*limit + 200 }
 
 // Backfill returns up to limit events of the room from the events of from, included, back
 // through their prev events, deepest first (the order Synapse and Dendrite answer in).
@@ -32,7 +32,7 @@ func (r *Replica) Backfill(ctx context.Context, origin, roomID string, from []st
 	if err != nil {
 		return nil, r.failed(err, federation.EndpointBackfill, roomID)
 	}
-	w := newHistoryWalk(r.st, roomID, walkReads(limit))
+	w := newHistoryWalk(r.st, roomID, walkReads(limit), limit)
 	for _, evID := range from {
 		w.add(evID, false, noChild)
 	}
@@ -68,7 +68,7 @@ func (r *Replica) MissingEvents(ctx context.Context, origin, roomID string, req 
 	if err != nil {
 		return nil, r.failed(err, federation.EndpointMissingEvents, roomID)
 	}
-	w := newHistoryWalk(r.st, roomID, walkReads(req.Limit))
+	w := newHistoryWalk(r.st, roomID, walkReads(req.Limit), req.Limit)
 	for _, evID := range req.Earliest {
 		w.add(evID, true, noChild)
 	}

@@ -11,8 +11,11 @@ import (
 
 // historyWalk goes back through a room's DAG from some events, deepest first: a priority
 // queue on depth, as Synapse's and Dendrite's /backfill walks. Events are read from the store
-// only when the walk may need them next, in batches, so a page costs about one indexed read
-// per level of the DAG it covers, whatever the room's size.
+// only when the walk may need them next, in batches. Read one level at a time, a linear
+// stretch would cost a read per event; so each time the walk must read events by ID, it also
+// reads the window of depths just below them in one indexed range (EventsInDepthRange),
+// where their ancestors mostly are, and takes what it meets there from memory. A page costs
+// a few reads whatever the room's size, and every row read counts against the walk's bound.
 //
 // Events can be marked known (an ancestor of what the requester already has, for
 // /get_missing_events): known events are walked through, so that their ancestors are known
@@ -33,10 +36,14 @@ type historyWalk struct {
 	// open counts the events met, not known and not taken: when none is left, the walk can
 	// only go on through known events.
 	open int
-	// reads counts the IDs read; the walk stops, exhausted, when it would read more than
-	// maxReads.
+	// reads counts the rows read; the walk stops, exhausted, when it would read more than
+	// maxReads by ID.
 	reads, maxReads int
 	exhausted       bool
+	// window is how many depths a prefetch reads below events read by ID (0: none), and
+	// prefetched what it read and the walk has not met yet.
+	window     int
+	prefetched map[string]store.Event
 }
 
 type walkNode struct {
@@ -46,8 +53,11 @@ type walkNode struct {
 // noChild is the child depth of an event the walk starts from: it can be at any depth.
 const noChild = math.MaxInt64
 
-func newHistoryWalk(st store.Store, room string, maxReads int) *historyWalk {
-	return &historyWalk{st: st, room: room, nodes: map[string]*walkNode{}, unreadBound: math.MinInt64, maxReads: maxReads}
+// newHistoryWalk starts a walk of room that reads at most maxReads rows, prefetching window
+// depths at a time.
+func newHistoryWalk(st store.Store, room string, maxReads, window int) *historyWalk {
+	return &historyWalk{st: st, room: room, nodes: map[string]*walkNode{}, unreadBound: math.MinInt64,
+		maxReads: maxReads, window: window, prefetched: map[string]store.Event{}}
 }
 
 // add meets an event, a prev of an event at childDepth (noChild for a starting point).
@@ -107,29 +117,72 @@ func (w *historyWalk) next(ctx context.Context) (ev store.Event, known, ok bool,
 	return ev, n.known, true, nil
 }
 
-// readUnread reads the events met and not read, and queues those of the room that are held.
-// What is not held, or of another room, drops out of the walk. Reading past maxReads
-// exhausts the walk instead.
+// readUnread reads the events met and not read, from the prefetched window or the store,
+// and queues those of the room that are held. What is not held, or of another room, drops
+// out of the walk. Reading past maxReads exhausts the walk instead.
 func (w *historyWalk) readUnread(ctx context.Context) error {
 	ids := w.unread
 	w.unread, w.unreadBound = nil, math.MinInt64
-	if w.reads+len(ids) > w.maxReads {
-		w.exhausted = true
-		return nil
+	found := make(map[string]store.Event, len(ids))
+	var missing []string
+	for _, id := range ids {
+		if ev, ok := w.prefetched[id]; ok {
+			found[id] = ev
+			delete(w.prefetched, id)
+		} else {
+			missing = append(missing, id)
+		}
 	}
-	w.reads += len(ids)
-	held, err := w.st.Events(ctx, ids)
-	if err != nil {
-		return fmt.Errorf("walk the history of %s: %w", w.room, err)
+	if len(missing) > 0 {
+		if w.reads+len(missing) > w.maxReads {
+			w.exhausted = true
+			return nil
+		}
+		w.reads += len(missing)
+		held, err := w.st.Events(ctx, missing)
+		if err != nil {
+			return fmt.Errorf("walk the history of %s: %w", w.room, err)
+		}
+		lowest := int64(math.MaxInt64)
+		for id, ev := range held {
+			found[id] = ev
+			if ev.RoomID == w.room {
+				lowest = min(lowest, ev.Depth)
+			}
+		}
+		if lowest != math.MaxInt64 {
+			if err := w.prefetch(ctx, lowest); err != nil {
+				return err
+			}
+		}
 	}
 	for _, id := range ids {
-		ev, ok := held[id]
+		ev, ok := found[id]
 		n := w.nodes[id]
 		if !ok || ev.RoomID != w.room || n.taken {
 			w.drop(id)
 			continue
 		}
 		heap.Push(&w.queue, ev)
+	}
+	return nil
+}
+
+// prefetch reads the window of depths below depth, if the walk's bound leaves room for it.
+func (w *historyWalk) prefetch(ctx context.Context, depth int64) error {
+	rows := 2 * w.window // a level or two of forks within the window
+	if w.window <= 0 || depth <= 1 || w.reads+rows > w.maxReads {
+		return nil
+	}
+	events, err := w.st.EventsInDepthRange(ctx, w.room, depth-int64(w.window), depth-1, rows)
+	if err != nil {
+		return fmt.Errorf("walk the history of %s: %w", w.room, err)
+	}
+	w.reads += len(events)
+	for _, ev := range events {
+		if _, met := w.nodes[ev.ID]; !met {
+			w.prefetched[ev.ID] = ev
+		}
 	}
 	return nil
 }

@@ -39,6 +39,7 @@ func runConformance(t *testing.T, newURL func(testing.TB) string) {
 		{"ReopenAndConcurrentOpen", testReopen},
 		{"Membership", testMembership},
 		{"State", testState},
+		{"EventsInDepthRange", testEventsInDepthRange},
 	} {
 		t.Run(c.name, func(t *testing.T) { c.run(t, newURL) })
 	}

@@ -98,6 +98,20 @@ func (s *sqlStore) EventsPage(ctx context.Context, roomID string, after *Positio
 	return events, nil
 }
 
+func (s *sqlStore) EventsInDepthRange(ctx context.Context, roomID string, minDepth, maxDepth int64, limit int) ([]Event, error) {
+	if limit <= 0 {
+		return nil, fmt.Errorf("read events of %s by depth: limit %d is not positive", roomID, limit)
+	}
+	// The index events_room_depth read backwards from maxDepth: both planners stop at the
+	// limit.
+	events, err := s.queryEvents(ctx, eventSelect+` WHERE room_id = ? AND depth >= ? AND depth <= ?
+		ORDER BY depth DESC, event_id DESC LIMIT ?`, []any{roomID, minDepth, maxDepth, limit})
+	if err != nil {
+		return nil, fmt.Errorf("read events of %s at depths %d to %d: %w", roomID, minDepth, maxDepth, err)
+	}
+	return events, nil
+}
+
 // topoPage completes q (a SELECT of events with its WHERE) and its args into one page of a
 // room's topological order: strictly after the position after (nil: from the start), at most
 // limit rows.

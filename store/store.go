@@ -155,6 +155,12 @@ type Store interface {
 	// event, with the reason, and schedules a retry. ErrNotFound as for RecordAttemptFailure.
 	MarkUnfillable(ctx context.Context, roomID, eventID, reason string, nextAttemptAt time.Time) error
 
+	// EventsInDepthRange returns up to limit events of the room whose depth is from minDepth
+	// to maxDepth, deepest first (by depth, then event ID, both descending): the ancestors a
+	// walk back through the DAG is about to need, read in one indexed range instead of one
+	// read per level. It costs what it returns, whatever the room's size.
+	EventsInDepthRange(ctx context.Context, roomID string, minDepth, maxDepth int64, limit int) ([]Event, error)
+
 	// StreamEvents calls fn for each event of the room in topological order, a page at a time,
 	// so memory does not grow with the room. It stops at fn's first error and returns it.
 	// It is not a snapshot: events inserted meanwhile may or may not be seen.
