@@ -559,3 +559,35 @@ func TestServeEventsWithoutState(t *testing.T) {
 		t.Error("state_ids at an event whose state is not computed answered")
 	}
 }
+
+// Served PDUs are the stored bytes, canonical JSON as signed, whatever they hold (encoding/json
+// would escape <, > and &); a store that fails is a plain 500 that says nothing of the store.
+func TestServeAnswersAsStored(t *testing.T) {
+	s := newReplicaSetup(t, fixturepeer.RoomOptions{Seed: 118, Events: 20, Linear: true})
+	a := newRoomAuthor(t, s.room)
+	html := a.next(a.creator(), "m.room.message", nil, `{"body":"<b>bold</b> & \"quoted\" é ☃","format":"org.matrix.custom.html","msgtype":"m.text"}`)
+	s.push(html)
+	if !bytes.Contains(html.JSON, []byte("<b>")) {
+		t.Fatalf("the canonical JSON escapes <: %s", html.JSON)
+	}
+	member := s.as(serveOrigins[0])
+	raw, err := s.event(member, html.ID)
+	if err != nil || !bytes.Equal(raw, html.JSON) {
+		t.Fatalf("/event served %s (%v), want %s", raw, err, html.JSON)
+	}
+	page, err := s.backfill(member, []id.EventID{html.ID}, 5)
+	if err != nil || len(page) == 0 || !bytes.Equal(page[0], html.JSON) {
+		t.Fatalf("/backfill served %d events (%v), the first not as stored", len(page), err)
+	}
+
+	if err := s.h.store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	status, code, msg := refusal(func() error { _, err := s.event(member, html.ID); return err }())
+	if status != http.StatusInternalServerError || code != "M_UNKNOWN" || strings.Contains(msg, "sql") {
+		t.Errorf("with the store closed: %d %s %q, want 500 M_UNKNOWN without the store's words", status, code, msg)
+	}
+	if n := s.served.count(federation.EndpointEvent, federation.OutcomeServerError); n != 1 {
+		t.Errorf("%d server errors observed, want 1", n)
+	}
+}

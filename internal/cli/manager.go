@@ -155,11 +155,9 @@ func runManager(args []string, _, stderr io.Writer) int {
 	defer closeInbound()
 	_, stopKeyServer, err := opts.keyServer(key, Version, resolver.NotaryKeysOf(st), func(srv *federation.Server) {
 		srv.OriginRate, srv.OriginBurst = opts.originRate, opts.originBurst
-		srv.RequireAuth(opts.serverName, inboundKeys)
+		serveHistory(srv, opts.serverName, st, inboundKeys, ctrl.Log.WithName("replica"), syncer.Metrics.ServeObserver())
 		srv.HandleSend(syncer.Receive)
 		srv.HandleInvite(syncer.Invite)
-		srv.HandleHistory(opts.serverName, resolver.NewReplica(resolver.ReplicaConfig{Store: st, Log: ctrl.Log.WithName("replica")}),
-			syncer.Metrics.ServeObserver())
 	})
 	if err != nil {
 		return badInput(stderr, fs, err)

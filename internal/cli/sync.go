@@ -193,8 +193,7 @@ func runSync(args []string, stdout, stderr io.Writer) int {
 	}
 	defer closeInbound()
 	_, stopKeyServer, err := opts.keyServer(key, Version, resolver.NotaryKeysOf(st), func(srv *federation.Server) {
-		srv.RequireAuth(opts.serverName, inboundKeys)
-		srv.HandleHistory(opts.serverName, resolver.NewReplica(resolver.ReplicaConfig{Store: st, Log: log.WithName("replica")}), nil)
+		serveHistory(srv, opts.serverName, st, inboundKeys, log.WithName("replica"), nil)
 	})
 	if err != nil {
 		return badInput(stderr, fs, err)
