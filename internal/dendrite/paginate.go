@@ -39,14 +39,10 @@ func (p *Peer) Paginate(ctx context.Context, room, joinFrom, user string, limit 
 	}
 	if joinFrom != "" {
 		t0 := time.Now()
-		if err := c.join(ctx, room, joinFrom); err != nil {
+		if err := c.Join(ctx, room, joinFrom); err != nil {
 			return r, fmt.Errorf("paginate: %w", err)
 		}
 		r.JoinSeconds = time.Since(t0).Seconds()
-		c.logf("%s joined %s through %s in %.3fs", c.UserID, room, joinFrom, r.JoinSeconds)
-		if err := c.waitOwnJoin(ctx, room, time.Minute); err != nil {
-			return r, fmt.Errorf("paginate: %w", err)
-		}
 	}
 	t0 := time.Now()
 	events, pages, err := c.pageBack(ctx, room, limit, func(e event) bool { return e.Type == "m.room.create" })
@@ -61,6 +57,17 @@ func (p *Peer) Paginate(ctx context.Context, room, joinFrom, user string, limit 
 	c.logf("/messages gave %d events in %d pages in %.3fs (%.0f events/s); m.room.create reached: %t",
 		r.Events, r.Pages, r.Seconds, float64(r.Events)/el.Seconds(), r.ReachedCreate)
 	return r, nil
+}
+
+// Join joins room over federation through server and waits until /messages shows the join,
+// so that the room's history is what the join brought and backfills.
+func (c *Client) Join(ctx context.Context, room, server string) error {
+	t0 := time.Now()
+	if err := c.join(ctx, room, server); err != nil {
+		return err
+	}
+	c.logf("%s joined %s through %s in %.3fs", c.UserID, room, server, time.Since(t0).Seconds())
+	return c.waitOwnJoin(ctx, room, time.Minute)
 }
 
 // waitOwnJoin waits until /messages shows our join as the newest event. The sync API, which

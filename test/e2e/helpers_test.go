@@ -116,6 +116,7 @@ func signingKey(t *testing.T, dir string) string {
 type operator struct {
 	storeURL   string
 	serverName string
+	metricsURL string // the manager's /metrics
 	// stop stops the manager by its PID (the test's end stops it too).
 	stop func()
 }
@@ -134,7 +135,8 @@ func startOperator(t *testing.T, env *testenv.Env, dir, storeFile string, extra 
 		"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", ports[1]),
 		"--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", ports[2])}, extra...)
 	stop := startManager(t, env.Kubeconfig, filepath.Join(dir, "manager.log"), args...)
-	return operator{storeURL: storeURL, serverName: name, stop: stop}
+	return operator{storeURL: storeURL, serverName: name, stop: stop,
+		metricsURL: fmt.Sprintf("http://127.0.0.1:%d/metrics", ports[1])}
 }
 
 // startManager runs `roomsync manager` against the API server and returns a function that
