@@ -6,9 +6,11 @@ import (
 	jsonv2 "encoding/json/v2"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 
 	"maunium.net/go/mautrix/federation/pdu"
+	"maunium.net/go/mautrix/id"
 
 	"github.com/roomsync/roomsync/resolver/stateres"
 	"github.com/roomsync/roomsync/store"
@@ -30,6 +32,7 @@ type authNode struct {
 	depth    int64
 	auth     []string
 	rejected bool
+	create   bool
 }
 
 type authCache struct {
@@ -65,7 +68,7 @@ func (c *authCache) lookup(ctx context.Context, st store.Store, ids []string) (m
 		if err != nil {
 			return nil, fmt.Errorf("auth events of %s: %w", evID, err)
 		}
-		read[evID] = authNode{room: ev.RoomID, depth: ev.Depth, auth: auth, rejected: ev.Rejected != ""}
+		read[evID] = authNode{room: ev.RoomID, depth: ev.Depth, auth: auth, rejected: ev.Rejected != "", create: ev.Type == "m.room.create"}
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -96,18 +99,30 @@ func authEventsOf(raw []byte) ([]string, error) {
 // authChain returns the IDs of the events of room reachable from the auth events of from,
 // one step or more, that the store holds and did not reject, in topological order (depth,
 // then ID): auth events come before the events they authorize. An event of from is in the
-// chain only if another's auth events reach it, as in Synapse's answers.
-func (r *Replica) authChain(ctx context.Context, room string, from []string) ([]string, error) {
+// chain only if another's auth events reach it, as in Synapse's answers. In room versions
+// whose room ID names the create event (12), events leave it out of their auth events, and
+// it is in every chain all the same: no event is authorized without it.
+func (r *Replica) authChain(ctx context.Context, room string, version id.RoomVersion, from []string) ([]string, error) {
 	starts, err := r.chains.lookup(ctx, r.st, from)
 	if err != nil {
 		return nil, err
 	}
+	impliedCreate := ""
+	if version.RoomIDIsCreateEventID() {
+		impliedCreate = "$" + strings.TrimPrefix(room, "!")
+	}
 	chain := map[string]authNode{}
 	var frontier []string
 	queued := map[string]bool{}
+	authOf := func(n authNode) []string {
+		if impliedCreate != "" && !n.create {
+			return append(slices.Clone(n.auth), impliedCreate)
+		}
+		return n.auth
+	}
 	for _, evID := range from {
 		if n, ok := starts[evID]; ok && n.room == room {
-			for _, a := range n.auth {
+			for _, a := range authOf(n) {
 				if !queued[a] {
 					queued[a] = true
 					frontier = append(frontier, a)
@@ -128,7 +143,7 @@ func (r *Replica) authChain(ctx context.Context, room string, from []string) ([]
 				continue
 			}
 			chain[evID] = n
-			for _, a := range n.auth {
+			for _, a := range authOf(n) {
 				if !queued[a] {
 					queued[a] = true
 					next = append(next, a)

@@ -162,7 +162,8 @@ func (r *Replica) State(ctx context.Context, origin, roomID, eventID string) ([]
 }
 
 func (r *Replica) stateBefore(ctx context.Context, origin, roomID, eventID string) ([]string, []string, error) {
-	if _, err := r.admit(ctx, origin, roomID); err != nil {
+	view, err := r.admit(ctx, origin, roomID)
+	if err != nil {
 		return nil, nil, err
 	}
 	if _, err := r.servedEvent(ctx, roomID, eventID); err != nil {
@@ -184,7 +185,7 @@ func (r *Replica) stateBefore(ctx context.Context, origin, roomID, eventID strin
 	if err != nil {
 		return nil, nil, err
 	}
-	chain, err := r.authChain(ctx, roomID, ids)
+	chain, err := r.authChain(ctx, roomID, view.version, ids)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -193,13 +194,14 @@ func (r *Replica) stateBefore(ctx context.Context, origin, roomID, eventID strin
 
 // EventAuth returns the auth chain of one event: its auth events, theirs, and so on.
 func (r *Replica) EventAuth(ctx context.Context, origin, roomID, eventID string) ([]json.RawMessage, error) {
-	if _, err := r.admit(ctx, origin, roomID); err != nil {
+	view, err := r.admit(ctx, origin, roomID)
+	if err != nil {
 		return nil, r.failed(err, federation.EndpointEventAuth, roomID)
 	}
 	if _, err := r.servedEvent(ctx, roomID, eventID); err != nil {
 		return nil, r.failed(err, federation.EndpointEventAuth, roomID)
 	}
-	ids, err := r.authChain(ctx, roomID, []string{eventID})
+	ids, err := r.authChain(ctx, roomID, view.version, []string{eventID})
 	if err != nil {
 		return nil, r.failed(err, federation.EndpointEventAuth, roomID)
 	}

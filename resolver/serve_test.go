@@ -591,3 +591,29 @@ func TestServeAnswersAsStored(t *testing.T) {
 		t.Errorf("%d server errors observed, want 1", n)
 	}
 }
+
+// In room version 12 the room ID names the create event, which events leave out of their
+// auth events: it is in every auth chain served all the same, since nothing is authorized
+// without it.
+func TestServeRoomVersion12AuthChains(t *testing.T) {
+	s := newReplicaSetup(t, fixturepeer.RoomOptions{Seed: 119, Events: 60, Version: id.RoomV12, RenameRate: 0.05})
+	member := s.as(serveOrigins[0])
+	create := s.room.Create().ID
+	for _, ev := range []*fixturepeer.Event{s.room.Events[10], s.room.Events[40], s.room.Events[59]} {
+		wantState, wantChain := s.room.StateBefore(ev.ID)
+		ids, err := member.GetStateIDs(testContext(t), ourServer, s.room.ID, ev.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !sameSet(ids.PDUs, wantState) || !sameSet(ids.AuthChain, append(slices.DeleteFunc(wantChain, func(e id.EventID) bool { return e == create }), create)) {
+			t.Errorf("state_ids at %s: %v and %v, want %v and %v with the create event", ev.ID, ids.PDUs, ids.AuthChain, wantState, wantChain)
+		}
+		auth, err := member.GetEventAuthChain(testContext(t), ourServer, s.room.ID, ev.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := rawIDs(t, s, auth.AuthChain); !slices.Contains(got, create) || !sameSet(got, append(slices.DeleteFunc(authChainOf(s.room, ev.ID), func(e id.EventID) bool { return e == create }), create)) {
+			t.Errorf("event_auth of %s: %v, want its auth chain with the create event", ev.ID, got)
+		}
+	}
+}
