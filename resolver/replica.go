@@ -23,8 +23,9 @@ import (
 // origin is gone, with the federation endpoints homeservers backfill with (see
 // federation.HistorySource, which Replica implements). A request is answered only for a
 // server the room's current state admits: one of its users is joined, and the room's server
-// ACL allows it. Every other server gets 403 "Host not in room.", Synapse's words, whether
-// or not the store holds the room: a server outside a room learns nothing of what we hold.
+// ACL allows it. Every other server gets 403, in Synapse's words ("Host not in room.", or
+// "Server is banned from room." for the ACL), whether or not the store holds the room: a
+// server outside a room learns nothing of what we hold.
 // Rooms of versions 1 and 2, whose state is not computed here, admit nobody.
 
 // Refusals of history requests, as Synapse words them.
