@@ -39,6 +39,7 @@ func TestChildTimestamps(t *testing.T) {
 				`DROP TABLE state_groups`,
 				`DROP TABLE state_entries`,
 				`DROP TABLE boundary_states`,
+				`DROP TABLE server_key_responses`,
 				`DELETE FROM schema_migrations WHERE version >= 2`,
 			} {
 				if _, err := s.(*sqlStore).wdb.ExecContext(ctx, stmt); err != nil {
