@@ -135,6 +135,15 @@ func NewMetrics() *Metrics {
 			m.RoomEvents, m.RoomGaps, m.RoomUnfillable, m.RoomConverged, m.RoomLastSync, m.PeerHealthy,
 			m.ReconcileSeconds, m.RoomJoined, m.Transactions, m.PDUsReceived, m.LiveLatency,
 			m.ServedRequests, m.ServedEvents, m.ServeDuration)
+		// Served from the start at zero, so that a rate over them is defined before the first
+		// request, and the dashboard and alerts find them on a replica nobody has asked yet.
+		for _, e := range federation.HistoryEndpoints {
+			for _, o := range []federation.Outcome{federation.OutcomeOK, federation.OutcomeServerError} {
+				m.ServedRequests.WithLabelValues(e, string(o))
+			}
+			m.ServedEvents.WithLabelValues(e)
+			m.ServeDuration.WithLabelValues(e)
+		}
 		registered = m
 	})
 	return registered

@@ -36,6 +36,9 @@ const (
 	EndpointEventAuth     = "event_auth"
 )
 
+// HistoryEndpoints lists the history routes' endpoint names.
+var HistoryEndpoints = []string{EndpointBackfill, EndpointMissingEvents, EndpointEvent, EndpointStateIDs, EndpointState, EndpointEventAuth}
+
 // HistorySource answers the history requests of origin, the server that signed the request.
 // PDUs are returned as they go on the wire (canonical JSON, signatures intact), in the order
 // to answer them. An error refuses the request: a mautrix.RespError is answered as it is (403
