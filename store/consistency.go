@@ -115,6 +115,15 @@ func (s *sqlStore) consistencyProblems(ctx context.Context, tx *sql.Tx, roomID s
 	if orphanEdges != 0 {
 		add("%d edges belong to no held event of the room", orphanEdges)
 	}
+	var orphanAnswers int64
+	if err := tx.QueryRowContext(ctx, s.d.rebind(`SELECT COUNT(*) FROM gap_attempts a WHERE a.room_id = ?
+		AND NOT EXISTS (SELECT 1 FROM backward_extremities b WHERE b.room_id = a.room_id AND b.event_id = a.event_id)`),
+		roomID).Scan(&orphanAnswers); err != nil {
+		return nil, fmt.Errorf("count peer answers without a gap: %w", err)
+	}
+	if orphanAnswers != 0 {
+		add("%d peer answers are kept for events that are no gap", orphanAnswers)
+	}
 	if err := tx.QueryRowContext(ctx, s.d.rebind(`SELECT COUNT(*),
 		COALESCE(SUM(CASE WHEN redacted THEN 1 ELSE 0 END), 0), COALESCE(SUM(CASE WHEN rejected <> '' THEN 1 ELSE 0 END), 0),
 		COALESCE(MIN(depth), 0), COALESCE(MAX(depth), 0)

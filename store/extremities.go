@@ -99,15 +99,15 @@ func toMillis(t time.Time) int64 {
 	return t.UnixMilli()
 }
 
-func (s *sqlStore) RecordAttemptFailure(ctx context.Context, roomID, eventID, errText string, nextAttemptAt time.Time) error {
-	if err := s.recordAttempt(ctx, roomID, eventID, errText, nextAttemptAt, false); err != nil {
+func (s *sqlStore) RecordAttemptFailure(ctx context.Context, roomID, eventID, errText string, nextAttemptAt time.Time, peers ...PeerAttempt) error {
+	if err := s.recordAttempt(ctx, roomID, eventID, errText, nextAttemptAt, false, peers); err != nil {
 		return fmt.Errorf("record failed attempt at %s in %s: %w", eventID, roomID, err)
 	}
 	return nil
 }
 
-func (s *sqlStore) MarkUnfillable(ctx context.Context, roomID, eventID, reason string, nextAttemptAt time.Time) error {
-	if err := s.recordAttempt(ctx, roomID, eventID, reason, nextAttemptAt, true); err != nil {
+func (s *sqlStore) MarkUnfillable(ctx context.Context, roomID, eventID, reason string, nextAttemptAt time.Time, peers ...PeerAttempt) error {
+	if err := s.recordAttempt(ctx, roomID, eventID, reason, nextAttemptAt, true, peers); err != nil {
 		return fmt.Errorf("mark %s in %s unfillable: %w", eventID, roomID, err)
 	}
 	return nil
@@ -116,8 +116,9 @@ func (s *sqlStore) MarkUnfillable(ctx context.Context, roomID, eventID, reason s
 // recordAttempt counts a failed attempt at a backward extremity and, with unfillable, flags
 // it as one no peer could fill. The room's row is held (inRoomTx) because the unfillable
 // counter lives there; an attempt failure keeps an earlier unfillable flag, which only goes
-// when the event arrives.
-func (s *sqlStore) recordAttempt(ctx context.Context, roomID, eventID, errText string, next time.Time, unfillable bool) error {
+// when the event arrives. The peers' answers are written in the same transaction, so they
+// exist only while the extremity does.
+func (s *sqlStore) recordAttempt(ctx context.Context, roomID, eventID, errText string, next time.Time, unfillable bool, peers []PeerAttempt) error {
 	return s.inRoomTx(ctx, roomID, false, func(tx *sql.Tx, room *roomRow) error {
 		var was bool
 		err := tx.QueryRowContext(ctx, s.d.rebind(
@@ -144,6 +145,6 @@ func (s *sqlStore) recordAttempt(ctx context.Context, roomID, eventID, errText s
 		if _, err := tx.ExecContext(ctx, s.d.rebind(q), args...); err != nil {
 			return err
 		}
-		return nil
+		return s.savePeerAttempts(ctx, tx, roomID, eventID, peers)
 	})
 }

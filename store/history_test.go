@@ -40,6 +40,7 @@ func TestChildTimestamps(t *testing.T) {
 				`DROP TABLE state_entries`,
 				`DROP TABLE boundary_states`,
 				`DROP TABLE server_key_responses`,
+				`DROP TABLE gap_attempts`,
 				`DELETE FROM schema_migrations WHERE version >= 2`,
 			} {
 				if _, err := s.(*sqlStore).wdb.ExecContext(ctx, stmt); err != nil {

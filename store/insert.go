@@ -205,12 +205,15 @@ func (s *sqlStore) updateExtremities(ctx context.Context, tx *sql.Tx, roomID str
 		isFresh[id] = true
 	}
 
+	var filled []string
 	err := s.queryIn(ctx, tx, `DELETE FROM backward_extremities WHERE room_id = ? AND event_id IN `,
-		[]any{roomID}, freshIDs, ` RETURNING unfillable`, func(rows *sql.Rows) error {
+		[]any{roomID}, freshIDs, ` RETURNING event_id, unfillable`, func(rows *sql.Rows) error {
+			var id string
 			var unfillable bool
-			if err := rows.Scan(&unfillable); err != nil {
+			if err := rows.Scan(&id, &unfillable); err != nil {
 				return err
 			}
+			filled = append(filled, id)
 			room.backward--
 			if unfillable {
 				room.unfillable--
@@ -219,6 +222,11 @@ func (s *sqlStore) updateExtremities(ctx context.Context, tx *sql.Tx, roomID str
 		})
 	if err != nil {
 		return fmt.Errorf("remove filled backward extremities: %w", err)
+	}
+	// Only the filled gaps can have peer answers: most batches fill none and skip this.
+	if _, err := s.execIn(ctx, tx, `DELETE FROM gap_attempts WHERE room_id = ? AND event_id IN `,
+		[]any{roomID}, filled, ""); err != nil {
+		return fmt.Errorf("remove the peer answers of filled gaps: %w", err)
 	}
 
 	children := make(map[string]depthRange)

@@ -199,6 +199,25 @@ var migrations = []migration{
 			)`,
 		},
 	},
+	{
+		version: 7,
+		name:    "what each peer answered for each gap",
+		statements: []string{
+			// The forensics behind a gap that stays open: the latest answer of each peer asked
+			// for it (or why it was not asked), one row per (gap, peer), replaced at each
+			// attempt and removed with the gap when the event arrives.
+			`CREATE TABLE gap_attempts (
+				room_id      TEXT NOT NULL,
+				event_id     TEXT NOT NULL,
+				peer         TEXT NOT NULL,
+				endpoint     TEXT NOT NULL,
+				outcome      TEXT NOT NULL,
+				error        TEXT NOT NULL DEFAULT '',
+				attempted_at BIGINT NOT NULL,
+				PRIMARY KEY (room_id, event_id, peer)
+			){{WITHOUT_ROWID}}`,
+		},
+	},
 }
 
 // migrate applies the migrations the database lacks, all in one transaction: DDL is

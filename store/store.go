@@ -101,6 +101,37 @@ type BackwardExtremity struct {
 	MaxChildTS int64
 }
 
+// PeerAttempt is what one peer answered the last time it was asked for a gap (a backward
+// extremity), or why it was not asked.
+type PeerAttempt struct {
+	Peer string
+	// Endpoint is the request that was made ("backfill", "event"); "" when none was.
+	Endpoint string
+	// Outcome classifies the answer as the resolver's request metrics do ("ok" for an answer
+	// without the event, "not_found", "forbidden", "unreachable", …), or says why the peer
+	// was not asked ("backed_off").
+	Outcome string
+	Error   string
+	At      time.Time // zero on record means now
+}
+
+// MaxPeerAttemptError bounds the error text kept per peer and gap.
+const MaxPeerAttemptError = 1024
+
+// DAGEvent is an event's place in its room's DAG, as StreamDAG gives it.
+type DAGEvent struct {
+	ID             string
+	Depth          int64
+	OriginServerTS int64
+	Type           string
+	StateKey       *string
+	PrevEvents     []string // sorted
+	// Children counts the held events that list this one as a prev.
+	Children int
+	Redacted bool
+	Rejected string
+}
+
 // BackwardFilter selects backward extremities. The zero value selects all of them.
 type BackwardFilter struct {
 	// DueBy, when set, keeps those whose NextAttemptAt is not after it (time.Now() for
@@ -149,11 +180,25 @@ type Store interface {
 	// highest MaxChildDepth first (what a backfill wants), then by event ID.
 	BackwardExtremities(ctx context.Context, roomID string, filter BackwardFilter) ([]BackwardExtremity, error)
 	// RecordAttemptFailure counts a failed attempt to fetch a backward extremity and schedules
-	// the next one. ErrNotFound if it is no longer a backward extremity.
-	RecordAttemptFailure(ctx context.Context, roomID, eventID, errText string, nextAttemptAt time.Time) error
+	// the next one, with what each peer answered (replacing that peer's earlier answer; see
+	// GapAttempts). ErrNotFound if it is no longer a backward extremity.
+	RecordAttemptFailure(ctx context.Context, roomID, eventID, errText string, nextAttemptAt time.Time, peers ...PeerAttempt) error
 	// MarkUnfillable records a failed attempt after which no peer is expected to have the
-	// event, with the reason, and schedules a retry. ErrNotFound as for RecordAttemptFailure.
-	MarkUnfillable(ctx context.Context, roomID, eventID, reason string, nextAttemptAt time.Time) error
+	// event, with the reason and the peers' answers, and schedules a retry. ErrNotFound as
+	// for RecordAttemptFailure.
+	MarkUnfillable(ctx context.Context, roomID, eventID, reason string, nextAttemptAt time.Time, peers ...PeerAttempt) error
+	// GapAttempts returns, for each of the room's backward extremities among eventIDs, the
+	// latest answer of each peer asked for it, sorted by peer. The answers go when the event
+	// arrives.
+	GapAttempts(ctx context.Context, roomID string, eventIDs []string) (map[string][]PeerAttempt, error)
+	// ReferencingEvents returns, for each of prevIDs, up to limit held events of the room that
+	// list it as a prev event, sorted: who points at a gap.
+	ReferencingEvents(ctx context.Context, roomID string, prevIDs []string, limit int) (map[string][]string, error)
+	// StreamDAG calls fn for each event of the room whose depth is from minDepth to maxDepth
+	// (maxDepth 0: no upper bound), in topological order, a page at a time: the DAG's shape
+	// without the events' JSON, each with the number of held events that list it as a prev.
+	// It stops at fn's first error and returns it.
+	StreamDAG(ctx context.Context, roomID string, minDepth, maxDepth int64, fn func(DAGEvent) error) error
 
 	// EventsInDepthRange returns up to limit events of the room whose depth is from minDepth
 	// to maxDepth, deepest first (by depth, then event ID, both descending): the ancestors a
