@@ -349,6 +349,12 @@ func (p *pass) missing(ctx context.Context, ids []string) ([]string, error) {
 
 // fetchEvents gets events one by one with /event, each from the first peer that has it.
 func (p *pass) fetchEvents(ctx context.Context, ids []string) error {
+	return p.fetchEventsNoting(ctx, ids, nil)
+}
+
+// fetchEventsNoting is fetchEvents telling att, when not nil, what each peer answered for
+// each event it did not give.
+func (p *pass) fetchEventsNoting(ctx context.Context, ids []string, att *gapAttempt) error {
 	for _, id := range ids {
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -360,6 +366,7 @@ func (p *pass) fetchEvents(ctx context.Context, ids []string) error {
 			raw, err := p.event(ctx, peer, id)
 			if err != nil {
 				p.noteRefusal(peer, "event", id, err)
+				att.noteEvent(id, peer, err, "")
 				continue
 			}
 			held, ok, err := p.accept(ctx, peer, "event", []json.RawMessage{raw}, []string{id})
@@ -369,9 +376,22 @@ func (p *pass) fetchEvents(ctx context.Context, ids []string) error {
 			if ok && held[id] {
 				break
 			}
+			att.noteEvent(id, peer, nil, p.notAccepted(id, ok))
 		}
 	}
 	return nil
+}
+
+// notAccepted says why an event a peer gave was not stored.
+func (p *pass) notAccepted(id string, answerKept bool) string {
+	switch server, keyWait := p.keyWaits[id]; {
+	case keyWait:
+		return "gave the event; the signing key of " + server + " could not be fetched to verify it"
+	case !answerKept:
+		return "gave an answer that was discarded as a lie"
+	default:
+		return "gave the event; it did not verify"
+	}
 }
 
 // event fetches one event from peer.
@@ -453,6 +473,56 @@ type gapAttempt struct {
 	// waiting names each configured peer that was not asked (backed off) or did not answer,
 	// with why: the gaps wait for it.
 	waiting map[string]string
+	// backfill is each configured peer's answer to this attempt's /backfill (or why it was
+	// not asked); events, per gap, the answers to the /event that followed for it, which
+	// replace the peer's /backfill answer for that gap. What the store keeps (GapAttempts).
+	backfill map[string]store.PeerAttempt
+	events   map[string]map[string]store.PeerAttempt
+	at       time.Time
+}
+
+func newGapAttempt(at time.Time) gapAttempt {
+	return gapAttempt{waiting: map[string]string{}, backfill: map[string]store.PeerAttempt{},
+		events: map[string]map[string]store.PeerAttempt{}, at: at}
+}
+
+// noteBackfill records a peer's answer to the /backfill of the attempt: err, or, when the
+// peer answered, what became of the answer (detail).
+func (a *gapAttempt) noteBackfill(peer string, err error, detail string) {
+	a.backfill[peer] = peerAttempt(peer, "backfill", err, detail, a.at)
+}
+
+// noteEvent records a peer's answer to /event for one gap. A nil receiver notes nothing
+// (fetchEvents outside a gap attempt).
+func (a *gapAttempt) noteEvent(id, peer string, err error, detail string) {
+	if a == nil {
+		return
+	}
+	if a.events[id] == nil {
+		a.events[id] = map[string]store.PeerAttempt{}
+	}
+	a.events[id][peer] = peerAttempt(peer, "event", err, detail, a.at)
+}
+
+// answersFor is what each peer answered for the gap id, by peer name.
+func (a *gapAttempt) answersFor(id string) []store.PeerAttempt {
+	merged := maps.Clone(a.backfill)
+	maps.Copy(merged, a.events[id])
+	out := make([]store.PeerAttempt, 0, len(merged))
+	for _, name := range slices.Sorted(maps.Keys(merged)) {
+		out = append(out, merged[name])
+	}
+	return out
+}
+
+// peerAttempt classifies one answer as the request metrics do.
+func peerAttempt(peer, endpoint string, err error, detail string, at time.Time) store.PeerAttempt {
+	outcome, _ := federation.Classify(err)
+	a := store.PeerAttempt{Peer: peer, Endpoint: endpoint, Outcome: string(outcome), Error: detail, At: at}
+	if err != nil {
+		a.Error = err.Error()
+	}
+	return a
 }
 
 // fill backfills the given extremities from each peer in turn (what one peer leaves goes to
@@ -464,7 +534,7 @@ func (p *pass) fill(ctx context.Context, exts []store.BackwardExtremity) error {
 		want[i] = e.EventID
 	}
 	limit := min(p.r.cfg.Limits.BackfillLimit, max(p.budget, 1))
-	att := gapAttempt{waiting: map[string]string{}}
+	att := newGapAttempt(p.r.cfg.Now())
 	asked := map[string]bool{}
 	for _, peer := range p.r.cfg.Peers.Available("backfill") {
 		if len(want) == 0 || ctx.Err() != nil {
@@ -482,19 +552,26 @@ func (p *pass) fill(ctx context.Context, exts []store.BackwardExtremity) error {
 			} else {
 				att.waiting[peer] = string(outcome)
 			}
+			att.noteBackfill(peer, err, "")
 			continue
 		}
 		att.answered++
-		if _, _, err := p.accept(ctx, peer, "backfill", raws, nil); err != nil {
+		_, kept, err := p.accept(ctx, peer, "backfill", raws, nil)
+		if err != nil {
 			return err
 		}
+		detail := fmt.Sprintf("answered %d events, not this one", len(raws))
+		if !kept {
+			detail = fmt.Sprintf("answered %d events, discarded as a lie", len(raws))
+		}
+		att.noteBackfill(peer, nil, detail)
 		if want, err = p.missing(ctx, want); err != nil {
 			return err
 		}
 	}
 	// Stragglers: a peer may serve an event by ID that its backfill did not reach.
 	for _, id := range slices.Clone(want) {
-		if err := p.fetchEvents(ctx, []string{id}); err != nil {
+		if err := p.fetchEventsNoting(ctx, []string{id}, &att); err != nil {
 			return err
 		}
 	}
@@ -506,6 +583,8 @@ func (p *pass) fill(ctx context.Context, exts []store.BackwardExtremity) error {
 		for _, st := range p.r.cfg.Peers.Status() {
 			if !asked[st.ServerName] {
 				att.waiting[st.ServerName] = "backed off"
+				att.backfill[st.ServerName] = store.PeerAttempt{Peer: st.ServerName, Outcome: "backed_off",
+					Error: backedOffDetail(st), At: att.at}
 			}
 		}
 	}
@@ -532,18 +611,19 @@ func (p *pass) scheduleRetries(ctx context.Context, exts []store.BackwardExtremi
 			continue
 		}
 		var err error
+		answers := att.answersFor(e.EventID)
 		switch server, keyWait := p.keyWaits[e.EventID]; {
 		case keyWait:
-			err = p.waitFor(ctx, e, now, waitingPrefix+"the signing key of "+server)
+			err = p.waitFor(ctx, e, now, waitingPrefix+"the signing key of "+server, answers)
 		case len(att.waiting) > 0:
-			err = p.waitFor(ctx, e, now, waitingPrefix+peersWaitedFor(att.waiting))
+			err = p.waitFor(ctx, e, now, waitingPrefix+peersWaitedFor(att.waiting), answers)
 		default:
 			next := now.Add(backoff(gapRetryBase, gapRetryMax, e.Attempts+1))
 			reason := fmt.Sprintf("no peer holds it (%d answered)", att.answered)
 			if len(att.refusals) > 0 {
 				reason += ": " + strings.Join(att.refusals, ", ")
 			}
-			err = p.r.cfg.Store.MarkUnfillable(ctx, p.roomID, e.EventID, reason, next)
+			err = p.r.cfg.Store.MarkUnfillable(ctx, p.roomID, e.EventID, reason, next, answers...)
 		}
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
 			return fmt.Errorf("record attempt on %s: %w", e.EventID, err)
@@ -558,12 +638,24 @@ const waitingPrefix = "waiting for "
 
 // waitFor records an attempt at a gap that waits for a peer or a key: retried after a short
 // back-off, and at once when a peer comes back.
-func (p *pass) waitFor(ctx context.Context, e store.BackwardExtremity, now time.Time, reason string) error {
+func (p *pass) waitFor(ctx context.Context, e store.BackwardExtremity, now time.Time, reason string, answers []store.PeerAttempt) error {
 	next := now.Add(backoff(time.Second, peerBackoffMax, e.Attempts+1))
 	if back := p.r.cfg.Peers.NextAvailable(); back.After(next) {
 		next = back
 	}
-	return p.r.cfg.Store.RecordAttemptFailure(ctx, p.roomID, e.EventID, reason, next)
+	return p.r.cfg.Store.RecordAttemptFailure(ctx, p.roomID, e.EventID, reason, next, answers...)
+}
+
+// backedOffDetail says why a peer was not asked, with its last error.
+func backedOffDetail(st PeerStatus) string {
+	detail := "not asked: backed off"
+	if !st.BackoffUntil.IsZero() {
+		detail += " until " + st.BackoffUntil.UTC().Format(time.RFC3339)
+	}
+	if st.LastError != "" {
+		detail += " after: " + st.LastError
+	}
+	return detail
 }
 
 // peersWaitedFor says which peers gaps wait for, and why, in a stable order: the text is
