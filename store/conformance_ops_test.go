@@ -321,7 +321,7 @@ func testRooms(t *testing.T, newURL func(testing.TB) string) {
 	if _, err := s.InsertEvents(ctx, other, chain[2:]); err != nil {
 		t.Fatal(err)
 	}
-	want := Room{ID: other, Events: 3, MinDepth: 3, MaxDepth: 5, ForwardExtremities: 1, BackwardExtremities: 1}
+	want := Room{ID: other, Events: 3, MinDepth: 3, MaxDepth: 5, ForwardExtremities: 1, BackwardExtremities: 1, LastSeq: 3}
 	if got, err := s.Room(ctx, other); err != nil || got != want {
 		t.Fatalf("Room = %+v, %v; want %+v", got, err, want)
 	}

@@ -151,7 +151,11 @@ func (s *sqlStore) consistencyProblems(ctx context.Context, tx *sql.Tx, roomID s
 			add("%s is %d, the rows say %d", c.name, c.kept, c.truth)
 		}
 	}
-	return problems, nil
+	arrival, err := s.arrivalProblems(ctx, tx, roomID, room.eventSeq)
+	if err != nil {
+		return nil, err
+	}
+	return append(problems, arrival...), nil
 }
 
 // digest sums a hash of each (event, prev) pair: equal digests mean equal sets of pairs, short

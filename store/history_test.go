@@ -41,6 +41,9 @@ func TestChildTimestamps(t *testing.T) {
 				`DROP TABLE boundary_states`,
 				`DROP TABLE server_key_responses`,
 				`DROP TABLE gap_attempts`,
+				`DROP INDEX events_room_seq`,
+				`ALTER TABLE events DROP COLUMN seq`,
+				`ALTER TABLE rooms DROP COLUMN event_seq`,
 				`DELETE FROM schema_migrations WHERE version >= 2`,
 			} {
 				if _, err := s.(*sqlStore).wdb.ExecContext(ctx, stmt); err != nil {

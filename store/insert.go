@@ -12,7 +12,7 @@ import (
 )
 
 var eventColumns = []string{"event_id", "room_id", "depth", "origin_server_ts", "type", "state_key",
-	"sender", "origin", "prev_events", "raw", "redacted", "received_at"}
+	"sender", "origin", "prev_events", "raw", "redacted", "received_at", "seq"}
 
 // InsertEvents stores the batch and updates the extremities in one transaction that holds the
 // room's row (see inRoomTx). Which events are new is decided under that lock, so a batch
@@ -91,10 +91,12 @@ func (s *sqlStore) insertBatch(ctx context.Context, tx *sql.Tx, roomID string, r
 			return res, fmt.Errorf("event %s is held in room %s: %w", e.ID, h.roomID, ErrConflict)
 		case h.redacted && !e.Redacted:
 			// Redaction keeps the ID, depth, prev events and the other columns, so only
-			// the JSON changes; the DAG and the extremities do not.
+			// the JSON changes; the DAG and the extremities do not. The full copy is a new
+			// arrival: an export that took the redacted copy takes the content next time.
+			room.eventSeq++
 			if _, err := tx.ExecContext(ctx, s.d.rebind(
-				`UPDATE events SET raw = ?, redacted = ?, received_at = ? WHERE event_id = ?`),
-				e.Raw, false, now, e.ID); err != nil {
+				`UPDATE events SET raw = ?, redacted = ?, received_at = ?, seq = ? WHERE event_id = ?`),
+				e.Raw, false, now, room.eventSeq, e.ID); err != nil {
 				return res, fmt.Errorf("upgrade redacted event %s: %w", e.ID, err)
 			}
 			room.redacted--
@@ -151,10 +153,11 @@ func (s *sqlStore) insertNewEvents(ctx context.Context, tx *sql.Tx, roomID strin
 		}
 		prevJSON[i] = string(b)
 	}
+	seqs := arrivalNumbers(fresh, room)
 	if err := s.insertRows(ctx, tx, "events", eventColumns, len(fresh), func(i int, args []any) []any {
 		e := &fresh[i]
 		return append(args, e.ID, e.RoomID, e.Depth, e.OriginServerTS, e.Type, e.StateKey,
-			e.Sender, e.Origin, prevJSON[i], e.Raw, e.Redacted, now)
+			e.Sender, e.Origin, prevJSON[i], e.Raw, e.Redacted, now, seqs[i])
 	}); err != nil {
 		return err
 	}

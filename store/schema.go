@@ -218,6 +218,29 @@ var migrations = []migration{
 			){{WITHOUT_ROWID}}`,
 		},
 	},
+	{
+		version: 8,
+		name:    "arrival order of events",
+		statements: []string{
+			// seq numbers a room's events in the order the store took them (SequencedEvent),
+			// so that an export resumes with exactly what arrived since it ran, wherever it
+			// sits in the DAG. The room's row keeps the last number handed out. Both are
+			// written under the room's row lock, so numbers commit in order: a reader that
+			// sees N as the room's last number sees every event numbered up to N.
+			`ALTER TABLE events ADD COLUMN seq BIGINT NOT NULL DEFAULT 0`,
+			`ALTER TABLE rooms ADD COLUMN event_seq BIGINT NOT NULL DEFAULT 0`,
+			// Events already held are numbered in the order they were received (a redacted
+			// copy upgraded since counts from its upgrade), topologically within a batch, as
+			// new batches are.
+			`UPDATE events SET seq = numbered.n FROM (
+				SELECT event_id, ROW_NUMBER() OVER (PARTITION BY room_id ORDER BY received_at, depth, event_id) AS n
+				FROM events) AS numbered
+			WHERE events.event_id = numbered.event_id`,
+			`UPDATE rooms SET event_seq = COALESCE((SELECT MAX(seq) FROM events WHERE events.room_id = rooms.room_id), 0)`,
+			// Unique: a number handed out twice would make an export skip or repeat an event.
+			`CREATE UNIQUE INDEX events_room_seq ON events (room_id, seq)`,
+		},
+	},
 }
 
 // migrate applies the migrations the database lacks, all in one transaction: DDL is

@@ -40,14 +40,15 @@ type roomRow struct {
 	events, redacted, minDepth, maxDepth int64
 	forward, backward, unfillable        int64
 	rejected, stateGroupSeq              int64
+	eventSeq                             int64 // the last arrival number handed out
 }
 
 const roomColumns = `room_version, create_event_id, event_count, redacted_count, min_depth, max_depth,
-	forward_count, backward_count, unfillable_count, rejected_count, state_group_seq`
+	forward_count, backward_count, unfillable_count, rejected_count, state_group_seq, event_seq`
 
 func (r *roomRow) scanTargets() []any {
 	return []any{&r.version, &r.createEventID, &r.events, &r.redacted, &r.minDepth, &r.maxDepth,
-		&r.forward, &r.backward, &r.unfillable, &r.rejected, &r.stateGroupSeq}
+		&r.forward, &r.backward, &r.unfillable, &r.rejected, &r.stateGroupSeq, &r.eventSeq}
 }
 
 // inRoomTx runs fn in a write transaction that holds the room's row, and writes the row back
@@ -96,9 +97,9 @@ func (s *sqlStore) roomTx(ctx context.Context, roomID string, create bool, fn fu
 		if _, err := tx.ExecContext(ctx, s.d.rebind(`UPDATE rooms SET room_version = ?, create_event_id = ?,
 			event_count = ?, redacted_count = ?, min_depth = ?, max_depth = ?,
 			forward_count = ?, backward_count = ?, unfillable_count = ?, rejected_count = ?,
-			state_group_seq = ? WHERE room_id = ?`),
+			state_group_seq = ?, event_seq = ? WHERE room_id = ?`),
 			room.version, room.createEventID, room.events, room.redacted, room.minDepth, room.maxDepth,
-			room.forward, room.backward, room.unfillable, room.rejected, room.stateGroupSeq, roomID); err != nil {
+			room.forward, room.backward, room.unfillable, room.rejected, room.stateGroupSeq, room.eventSeq, roomID); err != nil {
 			return fmt.Errorf("update room counters: %w", err)
 		}
 	}
@@ -164,6 +165,6 @@ func (s *sqlStore) Room(ctx context.Context, roomID string) (Room, error) {
 		ID: roomID, Version: r.version, CreateEventID: r.createEventID,
 		Events: r.events, Redacted: r.redacted, MinDepth: r.minDepth, MaxDepth: r.maxDepth,
 		ForwardExtremities: r.forward, BackwardExtremities: r.backward, UnfillableExtremities: r.unfillable,
-		Rejected: r.rejected,
+		Rejected: r.rejected, LastSeq: r.eventSeq,
 	}, nil
 }

@@ -61,14 +61,23 @@ func (s *sqlStore) SaveState(ctx context.Context, roomID string, groups []StateG
 			if e.Before < 1 || e.After < 1 {
 				return fmt.Errorf("event %s: state groups must be numbered from 1, not %d and %d", e.EventID, e.Before, e.After)
 			}
-			res, err := tx.ExecContext(ctx, s.d.rebind(`UPDATE events SET state_before = ?, state_after = ?, rejected = ?
-				WHERE event_id = ? AND room_id = ? AND state_before IS NULL`),
-				e.Before, e.After, e.Rejected, e.EventID, roomID)
+			// A rejection changes what an export says of the event, so the event arrives
+			// again (a new arrival number): an export that took it before its state was
+			// computed takes it flagged next time. An accepted event keeps its number.
+			q := `UPDATE events SET state_before = ?, state_after = ?, rejected = ?`
+			args := []any{e.Before, e.After, e.Rejected}
+			if e.Rejected != "" {
+				q += `, seq = ?`
+				args = append(args, room.eventSeq+1)
+			}
+			q += ` WHERE event_id = ? AND room_id = ? AND state_before IS NULL`
+			res, err := tx.ExecContext(ctx, s.d.rebind(q), append(args, e.EventID, roomID)...)
 			if err != nil {
 				return fmt.Errorf("record the state of %s: %w", e.EventID, err)
 			}
 			if n, _ := res.RowsAffected(); n == 1 && e.Rejected != "" {
 				room.rejected++
+				room.eventSeq++
 			}
 		}
 		return nil

@@ -78,6 +78,9 @@ type Room struct {
 	UnfillableExtremities int64
 	// Rejected counts the events that broke the authorization rules (see SaveState).
 	Rejected int64
+	// LastSeq is the arrival number of the room's latest arrival (see SequencedEvent); 0
+	// when nothing arrived.
+	LastSeq int64
 }
 
 // BackwardExtremity is a prev event that held events reference but the store does not hold,
@@ -205,6 +208,11 @@ type Store interface {
 	// walk back through the DAG is about to need, read in one indexed range instead of one
 	// read per level. It costs what it returns, whatever the room's size.
 	EventsInDepthRange(ctx context.Context, roomID string, minDepth, maxDepth int64, limit int) ([]Event, error)
+
+	// QueryEvents returns one page of the room's events that q selects, in arrival order or
+	// topologically, each with its arrival number: what an export pages through. A page
+	// costs what it returns plus, for time bounds, what they skip.
+	QueryEvents(ctx context.Context, roomID string, q EventQuery) ([]SequencedEvent, error)
 
 	// StreamEvents calls fn for each event of the room in topological order, a page at a time,
 	// so memory does not grow with the room. It stops at fn's first error and returns it.
