@@ -36,6 +36,9 @@ func runInspect(args []string, stdout, stderr io.Writer) int {
 	stateAt := fs.String("state-at", "", "Print the room state before this event (type, state key, event ID, and membership for members), and the rule the event broke if it was rejected; with --json, as one JSON object.")
 	eventIDs := fs.Bool("event-ids", false, "Print the stored event IDs one a line, in topological order (depth, then ID).")
 	check := fs.Bool("check", false, "Check the room's bookkeeping (extremities, counters) against its events and edges; exit 1 and list every difference if they disagree.")
+	gaps := fs.Bool("gaps", false, "Print each gap (missing event) with its depth, the events that reference it, its attempts, what each peer answered, the last error and the next retry; with --json, as one JSON object.")
+	var dag dagFlags
+	dag.bind(fs)
 	var hist resolver.History
 	fs.Int64Var(&hist.MinDepth, "min-depth", 0, "History bound of the sync: backward extremities below it do not count against converged.")
 	var since timeFlag
@@ -47,11 +50,13 @@ func runInspect(args []string, stdout, stderr io.Writer) int {
 	case *storeURL == "" || *roomID == "":
 		fmt.Fprintln(stderr, "roomsync inspect: --store and --room are required")
 		return ExitBadInput
-	case countTrue(*asJSON, *eventIDs, *check) > 1:
-		fmt.Fprintln(stderr, "roomsync inspect: --json, --event-ids and --check exclude each other")
+	case countTrue(*eventIDs, *check, *gaps, dag.on, *stateAt != "") > 1,
+		*asJSON && (*eventIDs || *check || dag.on):
+		fmt.Fprintln(stderr, "roomsync inspect: --event-ids, --check, --gaps, --dag and --state-at exclude each other; --json goes alone or with --gaps or --state-at")
 		return ExitBadInput
-	case *stateAt != "" && (*eventIDs || *check):
-		fmt.Fprintln(stderr, "roomsync inspect: --state-at takes --json only")
+	}
+	if err := dag.validate(); err != nil {
+		fmt.Fprintf(stderr, "roomsync inspect: %v\n", err)
 		return ExitBadInput
 	}
 
@@ -74,6 +79,12 @@ func runInspect(args []string, stdout, stderr io.Writer) int {
 
 	if *stateAt != "" {
 		return printStateAt(ctx, st, *roomID, *stateAt, *asJSON, stdout, stderr)
+	}
+	if *gaps {
+		return printGaps(ctx, st, *roomID, *asJSON, stdout, stderr)
+	}
+	if dag.on {
+		return drawDAG(ctx, st, *roomID, dag, stdout, stderr)
 	}
 	if *check {
 		if err := st.CheckConsistency(ctx, *roomID); err != nil {
