@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
-	"fmt"
 	"strings"
 )
 
@@ -32,7 +31,7 @@ func (c Cursor) String() string {
 // ParseCursor reads a cursor that String wrote. Anything else is ErrBadInput.
 func ParseCursor(s string) (Cursor, error) {
 	bad := func(why string) (Cursor, error) {
-		return Cursor{}, fmt.Errorf("%w: malformed cursor %q: %s (use the cursor an export printed)", ErrBadInput, abbreviate(s), why)
+		return Cursor{}, badInput("malformed cursor %q: %s (use the cursor an export printed)", abbreviate(s), why)
 	}
 	if len(s) > maxCursorLen {
 		return bad("too long")

@@ -1,7 +1,6 @@
 package export
 
 import (
-	"fmt"
 	"strconv"
 	"time"
 )
@@ -13,13 +12,13 @@ func ParseTime(s string) (time.Time, error) {
 	if s != "" && isDigits(s) {
 		ms, err := strconv.ParseInt(s, 10, 64)
 		if err != nil {
-			return time.Time{}, fmt.Errorf("%w: time %q: Unix milliseconds out of range", ErrBadInput, s)
+			return time.Time{}, badInput("time %q: Unix milliseconds out of range", s)
 		}
 		return time.UnixMilli(ms).UTC(), nil
 	}
 	t, err := time.Parse(time.RFC3339Nano, s)
 	if err != nil {
-		return time.Time{}, fmt.Errorf("%w: time %q: want RFC 3339 (2024-01-02T15:04:05Z) or Unix milliseconds (1704207845000)", ErrBadInput, abbreviate(s))
+		return time.Time{}, badInput("time %q: want RFC 3339 (2024-01-02T15:04:05Z) or Unix milliseconds (1704207845000)", abbreviate(s))
 	}
 	return t, nil
 }

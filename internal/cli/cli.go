@@ -28,6 +28,7 @@ func commands() []command {
 		{"manager", "run the Kubernetes operator (the default subcommand)", runManager},
 		{"sync", "pull rooms from peers into a store until they converge", runSync},
 		{"inspect", "show what the store holds of a room", runInspect},
+		{"export", "write a room out of the store: signed PDUs, client events or a transcript", runExport},
 		{"keygen", "print a new signing key in Synapse's format", runKeygen},
 	}
 }

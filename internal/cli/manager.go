@@ -204,6 +204,12 @@ func runManager(args []string, _, stderr io.Writer) int {
 		log.Error(err, "Unable to add the ready check")
 		return ExitFailed
 	}
+	// Exports of the rooms the store holds, on the metrics listener behind the same filter
+	// as /metrics: `roomsync export` for those with cluster access but no shell.
+	if err := mgr.AddMetricsServerExtraHandler(exportPattern, newExportHandler(st, ctrl.Log.WithName("export"))); err != nil {
+		log.Error(err, "Unable to add the export endpoint")
+		return ExitFailed
+	}
 
 	log.Info("Starting the manager", "serverName", opts.serverName, "listen", opts.listen)
 	if err := mgr.Start(ctx); err != nil {
