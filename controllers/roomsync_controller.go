@@ -40,7 +40,7 @@ type RoomSyncReconciler struct {
 // The manager reads RoomSyncs and writes only their status; it never updates specs or adds
 // finalizers (deleting a RoomSync keeps the stored events, so there is nothing to clean up).
 // +kubebuilder:rbac:groups=federation.roomsync.io,resources=roomsyncs,verbs=get;list;watch
-// +kubebuilder:rbac:groups=federation.roomsync.io,resources=roomsyncs/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=federation.roomsync.io,resources=roomsyncs/status,verbs=update
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // SetupWithManager registers the reconciler. Status writes change neither the generation nor

@@ -33,7 +33,7 @@ import (
 
 // Leader election manages its Lease in the manager's namespace and reports changes of leader
 // as core Events there.
-// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch;delete,namespace=roomsync-system
+// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;create;update,namespace=roomsync-system
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch,namespace=roomsync-system
 
 type managerOptions struct {

@@ -13,12 +13,8 @@
   - leases
   verbs:
   - create
-  - delete
   - get
-  - list
-  - patch
   - update
-  - watch
 {{- end }}
 {{- define "roomsync.managerRules" }}
 - apiGroups:
@@ -41,7 +37,5 @@
   resources:
   - roomsyncs/status
   verbs:
-  - get
-  - patch
   - update
 {{- end }}
