@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -49,7 +50,8 @@ type Server struct {
 	OriginRate  float64
 	OriginBurst int
 
-	mux *http.ServeMux
+	mux    *http.ServeMux
+	routes []Route
 	// auth checks the X-Matrix signatures of HandleAuthenticated routes (see RequireAuth).
 	auth *mfed.ServerAuth
 	// limiter is made from OriginRate and OriginBurst at the first authenticated request.
@@ -79,8 +81,24 @@ func NewServer() *Server {
 // M_TOO_LARGE, so h always gets a body held in memory and bounded. maxBody 0 is for routes
 // that take no body.
 func (s *Server) Handle(method, path string, maxBody int64, h http.Handler) {
-	s.mux.Handle(method+" "+path, limitBody(maxBody, h))
+	s.handle(Route{Method: method, Path: path}, maxBody, h)
 }
+
+func (s *Server) handle(route Route, maxBody int64, h http.Handler) {
+	s.mux.Handle(route.Method+" "+route.Path, limitBody(maxBody, h))
+	s.routes = append(s.routes, route)
+}
+
+// Route is a registered endpoint.
+type Route struct {
+	Method, Path string // Path as a ServeMux pattern
+	// Authenticated: only requests signed by their origin (X-Matrix) get through.
+	Authenticated bool
+}
+
+// Routes lists the registered endpoints, in the order registered: what the listener exposes,
+// for a check that nothing is served unauthenticated by mistake.
+func (s *Server) Routes() []Route { return slices.Clone(s.routes) }
 
 // ServeHTTP answers with the route's handler, or with M_UNRECOGNIZED as the spec asks: 404
 // for an unknown path, 405 for a known path asked with another method.

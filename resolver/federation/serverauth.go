@@ -33,7 +33,7 @@ func (s *Server) RequireAuth(serverName string, ring *KeyRing) {
 // mautrix's federation.OriginServerName. The body limit applies first, so an oversized body
 // is refused (413) before any key is fetched for it.
 func (s *Server) HandleAuthenticated(method, path string, maxBody int64, h http.Handler) {
-	s.Handle(method, path, maxBody, s.authenticate(h))
+	s.handle(Route{Method: method, Path: path, Authenticated: true}, maxBody, s.authenticate(h))
 }
 
 func (s *Server) authenticate(h http.Handler) http.Handler {
