@@ -153,12 +153,8 @@ func runManager(args []string, _, stderr io.Writer) int {
 		return badInput(stderr, fs, err)
 	}
 	defer closeInbound()
-	_, stopKeyServer, err := opts.keyServer(key, Version, resolver.NotaryKeysOf(st), func(srv *federation.Server) {
-		srv.OriginRate, srv.OriginBurst = opts.originRate, opts.originBurst
-		serveHistory(srv, opts.serverName, st, inboundKeys, ctrl.Log.WithName("replica"), syncer.Metrics.ServeObserver())
-		srv.HandleSend(syncer.Receive)
-		srv.HandleInvite(syncer.Invite)
-	})
+	_, stopKeyServer, err := opts.keyServer(key, Version, resolver.NotaryKeysOf(st),
+		managerRoutes(opts.serverName, opts.originRate, opts.originBurst, st, inboundKeys, syncer))
 	if err != nil {
 		return badInput(stderr, fs, err)
 	}

@@ -3,8 +3,12 @@ package cli
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,6 +16,7 @@ import (
 	"maunium.net/go/mautrix"
 	mfed "maunium.net/go/mautrix/federation"
 
+	"github.com/roomsync/roomsync/controllers"
 	"github.com/roomsync/roomsync/internal/fixturepeer"
 	"github.com/roomsync/roomsync/resolver"
 	"github.com/roomsync/roomsync/resolver/federation"
@@ -61,4 +66,81 @@ func TestListenerServesHistory(t *testing.T) {
 	if resp.StatusCode != http.StatusUnauthorized {
 		t.Errorf("unsigned /backfill: %d, want 401", resp.StatusCode)
 	}
+}
+
+// Every endpoint of the manager's listener but our keys and version answers only requests
+// signed by their origin: an unsigned request to any of them, with or without a forged
+// X-Matrix header, gets 401 before anything reads the store.
+func TestManagerListenerNeedsSignaturesButForKeys(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := store.Open(ctx, "sqlite://"+filepath.Join(t.TempDir(), "events.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	key := mfed.GenerateSigningKey()
+	opts := identityOptions{serverName: "archive.example", listen: "127.0.0.1:0"}
+	inbound, closeInbound, err := resolver.InboundKeys(st, opts.serverName, key, false, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeInbound()
+	syncer := &controllers.Syncer{Store: st, ServerName: opts.serverName, Key: key, Metrics: controllers.NewMetrics(), Log: logr.Discard()}
+	var routes []federation.Route
+	wire := managerRoutes(opts.serverName, 20, 100, st, inbound, syncer)
+	addr, stop, err := opts.keyServer(key, "test", resolver.NotaryKeysOf(st), func(srv *federation.Server) {
+		wire(srv)
+		routes = srv.Routes()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+
+	open := map[string]bool{}
+	for _, r := range routes {
+		public := strings.HasPrefix(r.Path, "/_matrix/key/v2/") || r.Path == "/_matrix/federation/v1/version"
+		if r.Authenticated == public {
+			t.Errorf("%s %s: authenticated %t", r.Method, r.Path, r.Authenticated)
+		}
+		if public {
+			open[r.Method+" "+r.Path] = true
+			continue
+		}
+		// A path of the pattern, its wildcards filled in.
+		path := regexp.MustCompile(`\{[^}]+\}`).ReplaceAllString(r.Path, "x")
+		for _, auth := range []string{"", `X-Matrix origin="evil.example",destination="archive.example",key="ed25519:a",sig="c2ln"`} {
+			var body io.Reader
+			if r.Method != http.MethodGet {
+				body = strings.NewReader("{}")
+			}
+			req, err := http.NewRequestWithContext(ctx, r.Method, "http://"+addr+path, body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if auth != "" {
+				req.Header.Set("Authorization", auth)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusUnauthorized {
+				t.Errorf("%s %s with Authorization %q: %d, want 401", r.Method, path, auth, resp.StatusCode)
+			}
+		}
+	}
+	// The routes the issue names, so that a refactor that drops one shows here.
+	for _, want := range []string{"PUT /_matrix/federation/v1/send/{txnId}", "PUT /_matrix/federation/v2/invite/{roomId}/{eventId}",
+		"GET /_matrix/federation/v1/backfill/{roomId}", "POST /_matrix/federation/v1/get_missing_events/{roomId}"} {
+		if !slices.ContainsFunc(routes, func(r federation.Route) bool { return r.Method+" "+r.Path == want && r.Authenticated }) {
+			t.Errorf("no authenticated route %s among %v", want, routes)
+		}
+	}
+	if len(open) != 5 {
+		t.Errorf("public routes %v, want our key, the key queries and the version", open)
+	}
+	t.Logf("%d routes, %d of them public", len(routes), len(open))
 }
