@@ -26,6 +26,7 @@ import (
 
 	roomsyncv1alpha1 "github.com/roomsync/roomsync/api/v1alpha1"
 	"github.com/roomsync/roomsync/controllers"
+	"github.com/roomsync/roomsync/internal/roomspage"
 	"github.com/roomsync/roomsync/resolver"
 	"github.com/roomsync/roomsync/resolver/federation"
 	"github.com/roomsync/roomsync/store"
@@ -190,6 +191,13 @@ func runManager(args []string, _, stderr io.Writer) int {
 	}
 	if err := reconciler.SetupWithManager(mgr); err != nil {
 		log.Error(err, "Unable to set up the RoomSync controller")
+		return ExitFailed
+	}
+	// The rooms page (/rooms, and each room's DAG at /rooms/{roomId}/dag.svg) on the metrics
+	// listener, behind the same filter as /metrics: for `kubectl port-forward` users.
+	roomsPage := &roomspage.Handlers{Client: mgr.GetClient(), Store: st, Log: ctrl.Log.WithName("rooms-page")}
+	if err := roomsPage.Register(mgr.AddMetricsServerExtraHandler); err != nil {
+		log.Error(err, "Unable to add the rooms page")
 		return ExitFailed
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {

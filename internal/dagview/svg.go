@@ -25,21 +25,27 @@ text{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:
 .head rect{stroke:#1b8a3a;stroke-width:3}
 `
 
-// legendHeight is the room the title and legend take above the graph.
-const legendHeight = 64.0
+// legendHeight is the room the title and legend take above the graph; legendWidth the
+// legend's width.
+const (
+	legendHeight = 64.0
+	legendWidth  = 760.0
+)
 
 // WriteSVG draws g, laid out by NewLayout, as a standalone SVG document.
 func WriteSVG(w io.Writer, g *Graph) error {
 	lay := NewLayout(g, boxSizes(g))
 	bw := bufio.NewWriter(w)
-	width := max(lay.Width, 640)
+	title := summary(g, lay)
+	// As wide as the graph, the title and the legend.
+	width := max(lay.Width, float64(len([]rune(title)))*8+2*margin, legendWidth+2*margin)
 	height := lay.Height + legendHeight
 	fmt.Fprintf(bw, `<?xml version="1.0" encoding="UTF-8"?>`+"\n")
 	fmt.Fprintf(bw, `<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" viewBox="0 0 %.0f %.0f">`+"\n",
 		width, height, width, height)
 	fmt.Fprintf(bw, "<title>%s</title>\n<style>%s</style>\n", esc("DAG of "+g.RoomID), style)
 	fmt.Fprintf(bw, `<rect width="100%%" height="100%%" fill="#fbfcfd"/>`+"\n")
-	fmt.Fprintf(bw, `<text class="hdr" x="%.0f" y="20">%s</text>`+"\n", margin, esc(summary(g, lay)))
+	fmt.Fprintf(bw, `<text class="hdr" x="%.0f" y="20">%s</text>`+"\n", margin, esc(title))
 	writeLegend(bw)
 	fmt.Fprintf(bw, `<g transform="translate(0 %.0f)">`+"\n", legendHeight)
 	for _, pts := range lay.Edges {
