@@ -202,6 +202,9 @@ func (d *answerDecoder) pdu() (json.RawMessage, error) {
 	if size := pduSize(v); size > MaxPDUBytes {
 		return nil, fmt.Errorf("%w: a PDU of %d bytes, over the limit of %d", ErrBadResponse, size, MaxPDUBytes)
 	}
+	if err := checkJSONDepth(v); err != nil {
+		return nil, fmt.Errorf("%w: a PDU: %w", ErrBadResponse, err)
+	}
 	// The decoder reuses its buffer.
 	return bytes.Clone(v), nil
 }

@@ -45,6 +45,9 @@ func TestDecodePDUs(t *testing.T) {
 		{"PDU spaced past the limit, within it canonical", `{"pdus":[` + spaced + `]}`, 1, 0, []string{spaced}, nil},
 		{"body at the cap", `{"pdus":[{}]}`, 1, int64(len(`{"pdus":[{}]}`)), []string{`{}`}, nil},
 
+		{"PDU nested to the depth limit", `{"pdus":[` + nested(MaxJSONDepth) + `]}`, 1, 0, []string{nested(MaxJSONDepth)}, nil},
+		{"PDU nested past the depth limit", `{"pdus":[` + nested(MaxJSONDepth+1) + `]}`, 1, 0, nil, ErrBadResponse},
+
 		{"one PDU too many", `{"pdus":[{},{},{}]}`, 2, 0, nil, ErrBadResponse},
 		{"PDUs where none were asked for", `{"pdus":[{}]}`, 0, 0, nil, ErrBadResponse},
 		{"PDU past the limit", `{"pdus":[` + pduOf(MaxPDUBytes+1) + `]}`, 1, 0, nil, ErrBadResponse},
@@ -284,4 +287,9 @@ func FuzzDecodePDUs(f *testing.F) {
 			t.Fatalf("%d PDUs, encoding/json/v2 reads %d", len(pdus), len(ref.PDUs))
 		}
 	})
+}
+
+// nested is a PDU-shaped object nested depth levels deep, the outer object included.
+func nested(depth int) string {
+	return strings.Repeat(`{"a":`, depth-1) + `{}` + strings.Repeat(`}`, depth-1)
 }

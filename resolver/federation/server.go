@@ -157,7 +157,8 @@ func (s *Server) httpServer() *http.Server {
 	return s.srv
 }
 
-// limitBody reads the body into memory, up to limit bytes, before h runs.
+// limitBody reads the body into memory, up to limit bytes, before h runs, and refuses a body
+// nested deeper than MaxJSONDepth.
 func limitBody(limit int64, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// A declared length says it all: refuse without reading a byte.
@@ -177,6 +178,10 @@ func limitBody(limit int64, h http.Handler) http.Handler {
 			w.Header().Set("Connection", "close")
 			mautrix.MUnknown.WithStatus(http.StatusRequestTimeout).
 				WithMessage("reading the request body: %v", err).Write(w)
+			return
+		}
+		if err := checkJSONDepth(body); err != nil {
+			mautrix.MBadJSON.WithMessage("%v", err).Write(w)
 			return
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
