@@ -433,7 +433,7 @@ func (c *Client) State(ctx context.Context, peer, roomID, eventID string) (state
 		Authenticate: true,
 	}
 	err = c.fetchAnswer(ctx, params, c.fed.ResponseSizeLimit, "/state", func(body io.Reader, maxBytes int64) error {
-		ans, err := decodeStateAnswer(body, maxBytes, "/state", "pdus")
+		ans, err := decodeStateAnswer(body, maxBytes, "/state", "pdus", maxJoinPDUs)
 		state, authChain = ans.State, ans.AuthChain
 		return err
 	})

@@ -316,13 +316,13 @@ func decodeJoinTemplate(body io.Reader, maxBytes int64) (version string, event j
 // decodeJoinAnswer reads a send_join v2 answer from body (at most maxBytes): state and
 // auth_chain, PDUs each bounded like any, and the event.
 func decodeJoinAnswer(body io.Reader, maxBytes int64) (JoinAnswer, error) {
-	return decodeStateAnswer(body, maxBytes, "/send_join", "state")
+	return decodeStateAnswer(body, maxBytes, "/send_join", "state", maxJoinPDUs)
 }
 
 // decodeStateAnswer reads an answer that lists room state events and their auth chain, each
-// list bounded: send_join's (state, auth_chain, and the join event) and /state's (pdus,
-// auth_chain), named by stateField.
-func decodeStateAnswer(body io.Reader, maxBytes int64, what, stateField string) (JoinAnswer, error) {
+// list of at most maxPDUs: send_join's (state, auth_chain, and the join event) and /state's
+// (pdus, auth_chain), named by stateField.
+func decodeStateAnswer(body io.Reader, maxBytes int64, what, stateField string, maxPDUs int) (JoinAnswer, error) {
 	d := newAnswerDecoder(body, maxBytes, what)
 	var ans JoinAnswer
 	seen := map[string]bool{}
@@ -339,9 +339,9 @@ func decodeStateAnswer(body io.Reader, maxBytes int64, what, stateField string) 
 		var err error
 		switch name {
 		case stateField:
-			ans.State, err = d.pdus(name, maxJoinPDUs)
+			ans.State, err = d.pdus(name, maxPDUs)
 		case "auth_chain":
-			ans.AuthChain, err = d.pdus(name, maxJoinPDUs)
+			ans.AuthChain, err = d.pdus(name, maxPDUs)
 		case "event":
 			d.window(maxPDUWireBytes, "the join event, as sent,")
 			ans.Event, err = d.pdu()

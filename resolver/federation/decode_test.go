@@ -213,11 +213,11 @@ func TestDecodeJoinTemplate(t *testing.T) {
 // /state and send_join answers: the state list under its field, the auth chain, each bounded
 // like any PDU list, and a list given twice is a bad answer.
 func TestDecodeStateAnswer(t *testing.T) {
-	ans, err := decodeStateAnswer(strings.NewReader(`{"pdus":[{"a":1}],"auth_chain":[{"b":2},{"c":3}]}`), 1<<20, "/state", "pdus")
+	ans, err := decodeStateAnswer(strings.NewReader(`{"pdus":[{"a":1}],"auth_chain":[{"b":2},{"c":3}]}`), 1<<20, "/state", "pdus", maxJoinPDUs)
 	if err != nil || len(ans.State) != 1 || len(ans.AuthChain) != 2 || string(ans.State[0]) != `{"a":1}` {
 		t.Errorf("/state answer: %+v, %v", ans, err)
 	}
-	if ans, err := decodeStateAnswer(strings.NewReader(`{"state":[{}],"auth_chain":[],"event":{"e":1}}`), 1<<20, "/send_join", "state"); err != nil || len(ans.State) != 1 || string(ans.Event) != `{"e":1}` {
+	if ans, err := decodeStateAnswer(strings.NewReader(`{"state":[{}],"auth_chain":[],"event":{"e":1}}`), 1<<20, "/send_join", "state", maxJoinPDUs); err != nil || len(ans.State) != 1 || string(ans.Event) != `{"e":1}` {
 		t.Errorf("send_join answer: %+v, %v", ans, err)
 	}
 	for name, body := range map[string]string{
@@ -226,7 +226,7 @@ func TestDecodeStateAnswer(t *testing.T) {
 		"a PDU too large":  `{"pdus":[` + pduOf(MaxPDUBytes+1) + `]}`,
 		"truncated":        `{"pdus":[{"a":`,
 	} {
-		if _, err := decodeStateAnswer(strings.NewReader(body), 1<<20, "/state", "pdus"); !errors.Is(err, ErrBadResponse) {
+		if _, err := decodeStateAnswer(strings.NewReader(body), 1<<20, "/state", "pdus", maxJoinPDUs); !errors.Is(err, ErrBadResponse) {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
