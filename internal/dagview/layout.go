@@ -34,7 +34,7 @@ const (
 	layerGap   = 40.0 // between layers
 	// sweeps of barycenter ordering (each one down and one up): enough to settle the small
 	// forks of a room, cheap enough for tens of thousands of nodes.
-	sweeps = 4
+	sweeps = 12
 	// placement passes (down and up).
 	placePasses = 4
 )

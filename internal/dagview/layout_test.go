@@ -138,3 +138,17 @@ func TestPlaceX(t *testing.T) {
 		}
 	}
 }
+
+func TestTranspose(t *testing.T) {
+	// 0 and 1 on top; 2 under 1 and 3 under 0, in the order 2, 3: one crossing a swap removes.
+	g := graphOf([]int64{1, 1, 2, 2}, [2]int{2, 1}, [2]int{3, 0})
+	ln, _ := addDummies(g, assignLayers(g), make([]Box, len(g.Nodes)))
+	layers := groupLayers(ln)
+	if c := crossings(ln, layers); c != 1 {
+		t.Fatalf("%d crossings before, want 1", c)
+	}
+	transpose(ln, layers)
+	if c := crossings(ln, layers); c != 0 {
+		t.Errorf("%d crossings after transpose, want 0 (layers %v)", c, layers)
+	}
+}

@@ -6,8 +6,9 @@ import (
 )
 
 // orderLayers reorders each layer by the barycenter of its neighbours' positions, sweeping
-// down (by the layer above) then up (by the layer below), and keeps the order with the fewest
-// crossings. It returns that number.
+// down (by the layer above) then up (by the layer below), then swaps neighbours where that
+// removes crossings (barycenters leave ties and near-ties crossed), and keeps the order with
+// the fewest crossings. It returns that number.
 func orderLayers(ln []lnode, layers [][]int) int {
 	best := crossings(ln, layers)
 	saved := snapshot(layers)
@@ -21,6 +22,7 @@ func orderLayers(ln []lnode, layers [][]int) int {
 		for l := len(layers) - 2; l >= 0; l-- {
 			sortByBarycenter(ln, layers[l], func(v *lnode) []int { return v.down })
 		}
+		transpose(ln, layers)
 		if c := crossings(ln, layers); c < best {
 			best, saved = c, snapshot(layers)
 		}
@@ -103,4 +105,47 @@ func inversions(pairs [][2]int, width int) int {
 		seen++
 	}
 	return count
+}
+
+// transposePasses bounds the passes of transpose over all layers.
+const transposePasses = 4
+
+// transpose swaps two neighbours of a layer wherever that lowers the crossings of their
+// edges with the layers above and below, pass after pass while any swap helps.
+func transpose(ln []lnode, layers [][]int) {
+	for range transposePasses {
+		improved := false
+		for _, layer := range layers {
+			for i := 0; i+1 < len(layer); i++ {
+				u, v := layer[i], layer[i+1]
+				if pairCrossings(ln, v, u) < pairCrossings(ln, u, v) {
+					layer[i], layer[i+1] = v, u
+					ln[u].pos, ln[v].pos = i+1, i
+					improved = true
+				}
+			}
+		}
+		if !improved {
+			return
+		}
+	}
+}
+
+// pairCrossings counts the crossings between the edges of u and those of v, u left of v, with
+// the layers above and below.
+func pairCrossings(ln []lnode, u, v int) int {
+	c := 0
+	for _, side := range [2]func(*lnode) []int{
+		func(n *lnode) []int { return n.up },
+		func(n *lnode) []int { return n.down },
+	} {
+		for _, a := range side(&ln[u]) {
+			for _, b := range side(&ln[v]) {
+				if ln[a].pos > ln[b].pos {
+					c++
+				}
+			}
+		}
+	}
+	return c
 }
