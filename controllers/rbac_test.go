@@ -33,6 +33,10 @@ func TestRBACGrantsOnlyWhatIsUsed(t *testing.T) {
 		"Role roomsync-system coordination.k8s.io/leases get":    "leader election",
 		"Role roomsync-system coordination.k8s.io/leases create": "leader election",
 		"Role roomsync-system coordination.k8s.io/leases update": "leader election, renew and release",
+		// --metrics-secure: each caller of the metrics listener is authenticated (its token)
+		// and authorized (its right to GET the path) by the API server.
+		"ClusterRole authentication.k8s.io/tokenreviews create":        "secure metrics filter",
+		"ClusterRole authorization.k8s.io/subjectaccessreviews create": "secure metrics filter",
 		// Leader election reports a change of leader as a core Event in its namespace.
 		"Role roomsync-system /events create": "leader election events",
 		"Role roomsync-system /events patch":  "leader election events, repeated",

@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	roomsyncv1alpha1 "github.com/roomsync/roomsync/api/v1alpha1"
@@ -37,10 +38,17 @@ import (
 // +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;create;update,namespace=roomsync-system
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch,namespace=roomsync-system
 
+// With --metrics-secure, each caller of the metrics listener is authenticated and authorized
+// through the API server.
+// +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
+// +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
+
 type managerOptions struct {
 	identityOptions
 	kubeconfig              string
 	metricsAddr             string
+	metricsSecure           bool
+	metricsCertDir          string
 	probeAddr               string
 	leaderElect             bool
 	leaderElectionNamespace string
@@ -60,6 +68,10 @@ func (o *managerOptions) bind(fs *flag.FlagSet) {
 		"Path to a kubeconfig. Default: in-cluster config, then $KUBECONFIG, then ~/.kube/config.")
 	fs.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080",
 		"Address of the Prometheus metrics endpoint; 0 turns it off.")
+	fs.BoolVar(&o.metricsSecure, "metrics-secure", false,
+		"Serve the metrics listener (/metrics, /rooms, exports) over HTTPS, to callers whose token the API server authenticates and authorizes for the path (a ClusterRole with nonResourceURLs; see config/rbac/metrics_reader_role.yaml).")
+	fs.StringVar(&o.metricsCertDir, "metrics-cert-dir", "",
+		"Directory holding tls.crt and tls.key for --metrics-secure; empty uses a self-signed certificate made at start.")
 	fs.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081",
 		"Address of the /healthz and /readyz endpoints; 0 turns them off.")
 	fs.BoolVar(&o.leaderElect, "leader-elect", false,
@@ -87,6 +99,9 @@ func (o *managerOptions) validate() error {
 	}
 	if o.originRate <= 0 || o.originBurst < 1 {
 		errs = append(errs, fmt.Errorf("--federation-rate-limit must be above 0 and --federation-rate-burst at least 1"))
+	}
+	if o.metricsCertDir != "" && !o.metricsSecure {
+		errs = append(errs, errors.New("--metrics-cert-dir needs --metrics-secure"))
 	}
 	if o.passTimeout < time.Second {
 		errs = append(errs, fmt.Errorf("--pass-timeout must be at least 1s"))
@@ -170,7 +185,7 @@ func runManager(args []string, _, stderr io.Writer) int {
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  newScheme(),
 		Cache:                   cacheOpts,
-		Metrics:                 metricsserver.Options{BindAddress: opts.metricsAddr},
+		Metrics:                 opts.metricsOptions(),
 		HealthProbeBindAddress:  opts.probeAddr,
 		LeaderElection:          opts.leaderElect,
 		LeaderElectionID:        opts.leaderElectionID,
@@ -221,6 +236,19 @@ func runManager(args []string, _, stderr io.Writer) int {
 		return ExitFailed
 	}
 	return ExitOK
+}
+
+// metricsOptions serve the metrics listener in plain HTTP, or with --metrics-secure over
+// HTTPS behind controller-runtime's filter: the caller's bearer token is checked with a
+// TokenReview and its right to GET the path with a SubjectAccessReview.
+func (o *managerOptions) metricsOptions() metricsserver.Options {
+	opts := metricsserver.Options{BindAddress: o.metricsAddr}
+	if o.metricsSecure {
+		opts.SecureServing = true
+		opts.FilterProvider = filters.WithAuthenticationAndAuthorization
+		opts.CertDir = o.metricsCertDir
+	}
+	return opts
 }
 
 func restConfig(kubeconfig string) (*rest.Config, error) {

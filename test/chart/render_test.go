@@ -24,6 +24,7 @@ import (
 	"helm.sh/helm/v4/pkg/storage/driver"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -68,7 +69,7 @@ allowPrivateNetworks: true
 insecureSkipTLSVerify: true
 manager: {concurrent: 8, roomConcurrency: 2, passTimeout: 10m, federationRateLimit: 2.5, federationRateBurst: 10, selector: "roomsync.io/shard=a", logLevel: debug, extraArgs: ["--zap-encoder=console"]}
 leaderElection: {enabled: true}
-metrics: {port: 9090, service: {annotations: {example.org/scrape: "true"}}}
+metrics: {port: 9090, secure: true, certSecret: roomsync-metrics-tls, readers: [{kind: ServiceAccount, name: prometheus, namespace: monitoring}], service: {annotations: {example.org/scrape: "true"}}}
 probes: {port: 9091}
 serviceAccount: {create: true, name: roomsync-sa, annotations: {example.org/role: archive}}
 additionalLabels: {team: matrix}
@@ -237,16 +238,16 @@ func TestRenderDecodesStrictly(t *testing.T) {
 		kinds []string
 	}{
 		{"defaults", required(), []string{
-			"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "Deployment",
+			"ClusterRole", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "Deployment",
 			"PersistentVolumeClaim", "Role", "RoleBinding", "Service", "Service", "ServiceAccount"}},
 		{"every option", everyOption(), []string{
-			"ClusterRole", "ClusterRoleBinding", "ConfigMap", "CustomResourceDefinition", "Deployment",
+			"ClusterRole", "ClusterRole", "ClusterRoleBinding", "ClusterRoleBinding", "ConfigMap", "CustomResourceDefinition", "Deployment",
 			"Ingress", "NetworkPolicy", "PrometheusRule", "Role", "RoleBinding", "Service", "Service",
 			"ServiceAccount", "ServiceMonitor"}},
 		{"no CRDs, no RBAC, no persistence", with(required(), `{crds: {enabled: false}, rbac: {create: false}, serviceAccount: {create: false, name: existing}, store: {sqlite: {persistence: {enabled: false}}}}`),
 			[]string{"Deployment", "Service", "Service"}},
 		{"an existing claim", with(required(), `{store: {sqlite: {persistence: {existingClaim: archive-data}}}}`), []string{
-			"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "Deployment",
+			"ClusterRole", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "Deployment",
 			"Role", "RoleBinding", "Service", "Service", "ServiceAccount"}},
 	}
 	for _, c := range cases {
@@ -447,4 +448,56 @@ func TestEveryValueDocumented(t *testing.T) {
 		}
 	}
 	walk("", values)
+}
+
+// TestMetricsSecureByDefault: the metrics listener is HTTPS behind the API server's token and
+// access checks unless metrics.secure is off; the ServiceMonitor scrapes it the same way, and
+// the metrics-reader ClusterRole says who may.
+func TestMetricsSecureByDefault(t *testing.T) {
+	for _, c := range []struct {
+		name        string
+		vals        map[string]any
+		secure      bool
+		certDir     bool
+		readerBound bool
+	}{
+		{"defaults", with(required(), `{serviceMonitor: {enabled: true}}`), true, false, false},
+		{"a certificate and a reader", with(required(), `{serviceMonitor: {enabled: true}, metrics: {certSecret: m-tls, readers: [{kind: ServiceAccount, name: prometheus, namespace: monitoring}]}}`), true, true, true},
+		{"plain", with(required(), `{serviceMonitor: {enabled: true}, metrics: {secure: false}}`), false, false, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			manifest, err := render(t, c.vals)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var args []string
+			reader, bound := false, false
+			var endpoint monitoringv1.Endpoint
+			for _, o := range decodeAll(t, manifest) {
+				switch o := o.(type) {
+				case *appsv1.Deployment:
+					args = o.Spec.Template.Spec.Containers[0].Args
+				case *rbacv1.ClusterRole:
+					if strings.HasSuffix(o.Name, "-metrics-reader") {
+						reader = len(o.Rules) == 1 && slices.Equal(o.Rules[0].NonResourceURLs, []string{"/metrics", "/rooms", "/rooms/*"}) &&
+							slices.Equal(o.Rules[0].Verbs, []string{"get"})
+					}
+				case *rbacv1.ClusterRoleBinding:
+					bound = bound || (strings.HasSuffix(o.Name, "-metrics-reader") && o.Subjects[0].Name == "prometheus")
+				case *monitoringv1.ServiceMonitor:
+					endpoint = o.Spec.Endpoints[0]
+				}
+			}
+			if slices.Contains(args, "--metrics-secure") != c.secure || slices.Contains(args, "--metrics-cert-dir=/etc/roomsync/metrics-tls") != c.certDir {
+				t.Errorf("manager args %v", args)
+			}
+			if reader != c.secure || bound != c.readerBound {
+				t.Errorf("metrics-reader ClusterRole %t, bound %t", reader, bound)
+			}
+			https := endpoint.Scheme != nil && string(*endpoint.Scheme) == "https"
+			if https != c.secure || (c.secure && endpoint.BearerTokenFile == "") { //nolint:staticcheck // what the operator reads
+				t.Errorf("ServiceMonitor endpoint %+v", endpoint)
+			}
+		})
+	}
 }

@@ -18,6 +18,18 @@
 {{- end }}
 {{- define "roomsync.managerRules" }}
 - apiGroups:
+  - authentication.k8s.io
+  resources:
+  - tokenreviews
+  verbs:
+  - create
+- apiGroups:
+  - authorization.k8s.io
+  resources:
+  - subjectaccessreviews
+  verbs:
+  - create
+- apiGroups:
   - events.k8s.io
   resources:
   - events
