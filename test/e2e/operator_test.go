@@ -87,6 +87,7 @@ func TestOperatorAgainstDendrites(t *testing.T) {
 		t.Fatalf("kubectl wait: %v\n%s\nstatus: %s", err, out, status)
 	}
 	assertStoreEquals(t, storeURL, room, wantB)
+	assertRoomsPage(t, op, room)
 	out, _ := env.Kubectl("get", "rms", "--no-headers")
 	t.Logf("kubectl get rms: %s", strings.TrimSpace(out))
 	if gen, _ := env.Kubectl("get", "roomsync/other", "-o", "jsonpath={.status.observedGeneration}"); strings.TrimSpace(gen) != "" {
