@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"path"
 	"slices"
 	"sync"
 	"time"
@@ -103,6 +104,13 @@ func (s *Server) Routes() []Route { return slices.Clone(s.routes) }
 // ServeHTTP answers with the route's handler, or with M_UNRECOGNIZED as the spec asks: 404
 // for an unknown path, 405 for a known path asked with another method.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// ServeMux redirects a path that is not clean (a doubled slash, a dot segment) to its clean
+	// form, with an HTML body. A federation request is signed over its path as sent, and its
+	// sender follows no redirect: such a path is an endpoint we do not know.
+	if p := r.URL.EscapedPath(); r.Method != http.MethodConnect && cleanPath(p) != p {
+		mautrix.MUnrecognized.WithMessage("unrecognized endpoint").Write(w)
+		return
+	}
 	h, pattern := s.mux.Handler(r)
 	if pattern != "" {
 		// Through the mux again, which fills in the path values Handler leaves out.
@@ -120,6 +128,22 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	mautrix.MUnrecognized.WithMessage("unrecognized endpoint").Write(w)
+}
+
+// cleanPath is the path ServeMux serves p as (net/http's cleanPath): rooted, without dot
+// segments or doubled slashes, keeping a trailing slash.
+func cleanPath(p string) string {
+	if p == "" {
+		return "/"
+	}
+	if p[0] != '/' {
+		p = "/" + p
+	}
+	np := path.Clean(p)
+	if p[len(p)-1] == '/' && np != "/" {
+		np += "/"
+	}
+	return np
 }
 
 // Serve accepts connections on ln until Shutdown, in plain HTTP (behind an ingress that ends

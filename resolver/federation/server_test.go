@@ -57,6 +57,10 @@ func TestServerRoutesAndErrors(t *testing.T) {
 		{"query of bad JSON", "POST", "/_matrix/key/v2/query", "{", 400, []string{`"errcode":"M_NOT_JSON"`}, ""},
 		{"unknown path", "GET", "/_matrix/federation/v1/nope", "", 404, []string{`"errcode":"M_UNRECOGNIZED"`}, ""},
 		{"root", "GET", "/", "", 404, []string{`"errcode":"M_UNRECOGNIZED"`}, ""},
+		// ServeMux would redirect these to the route they clean to, with an HTML body.
+		{"doubled slash", "GET", "/_matrix/key/v2/query//peer.example", "", 404, []string{`"errcode":"M_UNRECOGNIZED"`}, ""},
+		{"dot segment", "GET", "/_matrix/key/v2/./server", "", 404, []string{`"errcode":"M_UNRECOGNIZED"`}, ""},
+		{"dot-dot segment", "GET", "/_matrix/key/v2/query/../server", "", 404, []string{`"errcode":"M_UNRECOGNIZED"`}, ""},
 		{"known path, wrong method", "GET", "/_matrix/key/v2/query", "", 405, []string{`"errcode":"M_UNRECOGNIZED"`}, "POST"},
 		{"PUT on a GET route", "PUT", "/_matrix/key/v2/server", "", 405, []string{`"errcode":"M_UNRECOGNIZED"`}, "GET, HEAD"},
 		{"body on a GET route", "GET", "/_matrix/key/v2/server", "x", 413, []string{`"errcode":"M_TOO_LARGE"`}, ""},
