@@ -123,11 +123,30 @@ func parsePostgresURL(raw string) (location, error) {
 	if _, err := pgx.ParseConfig(raw); err != nil {
 		return location{}, fmt.Errorf("%w: %w", ErrBadURL, err)
 	}
-	display := "postgres://…"
-	if u, err := url.Parse(raw); err == nil {
-		display = u.Redacted()
+	return location{dialect: postgresDialect, dsn: raw, display: redactedURL(raw)}, nil
+}
+
+// redactedURL is a PostgreSQL URL for messages: without the password of its user info, nor
+// that of a password or sslpassword parameter, which libpq and pgx read as well.
+func redactedURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "postgres://…"
 	}
-	return location{dialect: postgresDialect, dsn: raw, display: display}, nil
+	if u.RawQuery != "" {
+		params := strings.Split(u.RawQuery, "&")
+		for i, param := range params {
+			name, _, hasValue := strings.Cut(param, "=")
+			if unescaped, err := url.QueryUnescape(name); err == nil {
+				name = unescaped
+			}
+			if hasValue && strings.Contains(strings.ToLower(name), "password") {
+				params[i] = url.QueryEscape(name) + "=xxxxx"
+			}
+		}
+		u.RawQuery = strings.Join(params, "&")
+	}
+	return u.Redacted()
 }
 
 // openSQLite opens two pools on the file: one connection for writes, several for reads. One

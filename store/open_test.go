@@ -22,6 +22,9 @@ func TestParseURL(t *testing.T) {
 		{"SQLite:///a%20b.db", "/a b.db", "sqlite"},
 		{"postgres://roomsync:secret@db:5432/roomsync?sslmode=disable", "", "postgres"},
 		{"postgresql://db/roomsync", "", "postgres"},
+		// libpq and pgx take the password as a parameter too.
+		{"postgres://db/roomsync?sslmode=disable&password=secret", "", "postgres"},
+		{"postgres://db/roomsync?sslpassword=secret", "", "postgres"},
 	} {
 		loc, err := parseURL(c.url)
 		if err != nil {
