@@ -2,19 +2,15 @@ package store
 
 import (
 	"context"
-	"crypto/rand"
-	"database/sql"
-	"encoding/hex"
 	"fmt"
-	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/roomsync/roomsync/internal/storetest"
 )
 
 // postgresEnv names the server the PostgreSQL tests use; hack/postgres.sh start prints one.
-const postgresEnv = "ROOMSYNC_TEST_POSTGRES_URL"
+const postgresEnv = storetest.PostgresEnv
 
 // backend makes URLs of fresh, empty stores of one kind.
 type backend struct {
@@ -28,50 +24,11 @@ var backends = []backend{
 }
 
 // sqliteTestURL is a store file in the test's temporary directory.
-func sqliteTestURL(tb testing.TB) string {
-	return "sqlite://" + filepath.Join(tb.TempDir(), "events.db")
-}
+func sqliteTestURL(tb testing.TB) string { return storetest.SQLiteURL(tb) }
 
 // postgresTestURL creates a database of its own on the server named by ROOMSYNC_TEST_POSTGRES_URL
-// and drops it when the test ends. Without a server the test is skipped, except in CI, where
-// skipping would hide that the PostgreSQL backend went untested.
-func postgresTestURL(tb testing.TB) string {
-	base := os.Getenv(postgresEnv)
-	if base == "" {
-		if os.Getenv("CI") == "true" {
-			tb.Fatalf("no PostgreSQL server: set %s", postgresEnv)
-		}
-		tb.Skipf("no PostgreSQL server: set %s (hack/postgres.sh start DIR PORT prints one)", postgresEnv)
-	}
-	admin, err := sql.Open("pgx", base)
-	if err != nil {
-		tb.Fatalf("connect to %s: %v", postgresEnv, err)
-	}
-	name := "roomsync_test_" + randomHex(8)
-	if _, err := admin.ExecContext(context.Background(), "CREATE DATABASE "+name); err != nil {
-		admin.Close()
-		tb.Fatalf("create test database: %v", err)
-	}
-	tb.Cleanup(func() {
-		defer admin.Close()
-		// FORCE: a store a failed test left open must not keep the database alive.
-		if _, err := admin.ExecContext(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
-			tb.Errorf("drop test database %s: %v", name, err)
-		}
-	})
-	u, err := url.Parse(base)
-	if err != nil {
-		tb.Fatalf("parse %s: %v", postgresEnv, err)
-	}
-	u.Path = "/" + name
-	return u.String()
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
+// and drops it when the test ends (see storetest.PostgresURL).
+func postgresTestURL(tb testing.TB) string { return storetest.PostgresURL(tb) }
 
 // openTest opens the store at u and closes it when the test ends.
 // openTest opens a store for a test, as the concrete type: the tests also call the methods

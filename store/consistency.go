@@ -47,9 +47,7 @@ func (s *sqlStore) consistencyProblems(ctx context.Context, tx *sql.Tx, roomID s
 	// Forward extremities: held events that no held event lists as a prev. Edge rows exist
 	// only for held events, so "no edge points at it" says exactly that.
 	wantForward := map[string]depthRange{}
-	if err := s.collect(ctx, tx, wantForward, `SELECT e.event_id, 0, 0 FROM events e WHERE e.room_id = ?
-		AND NOT EXISTS (SELECT 1 FROM event_edges g WHERE g.room_id = e.room_id AND g.prev_event_id = e.event_id)`,
-		roomID); err != nil {
+	if err := s.collect(ctx, tx, wantForward, recomputeForward, roomID); err != nil {
 		return nil, fmt.Errorf("recompute forward extremities: %w", err)
 	}
 	haveForward := map[string]depthRange{}
@@ -62,11 +60,7 @@ func (s *sqlStore) consistencyProblems(ctx context.Context, tx *sql.Tx, roomID s
 	// Backward extremities: prevs of held events that are not held, with the depths of the
 	// children pointing at them.
 	wantBackward := map[string]depthRange{}
-	if err := s.collect(ctx, tx, wantBackward, `SELECT g.prev_event_id, MIN(c.depth), MAX(c.depth)
-		FROM event_edges g JOIN events c ON c.event_id = g.event_id
-		WHERE g.room_id = ? AND NOT EXISTS
-			(SELECT 1 FROM events p WHERE p.event_id = g.prev_event_id AND p.room_id = g.room_id)
-		GROUP BY g.prev_event_id`, roomID); err != nil {
+	if err := s.collect(ctx, tx, wantBackward, recomputeBackward, roomID); err != nil {
 		return nil, fmt.Errorf("recompute backward extremities: %w", err)
 	}
 	haveBackward := map[string]depthRange{}
@@ -78,11 +72,7 @@ func (s *sqlStore) consistencyProblems(ctx context.Context, tx *sql.Tx, roomID s
 
 	// Their newest child timestamps, checked the same way (the depth columns stand in).
 	wantTS := map[string]depthRange{}
-	if err := s.collect(ctx, tx, wantTS, `SELECT g.prev_event_id, MAX(c.origin_server_ts), 0
-		FROM event_edges g JOIN events c ON c.event_id = g.event_id
-		WHERE g.room_id = ? AND NOT EXISTS
-			(SELECT 1 FROM events p WHERE p.event_id = g.prev_event_id AND p.room_id = g.room_id)
-		GROUP BY g.prev_event_id`, roomID); err != nil {
+	if err := s.collect(ctx, tx, wantTS, recomputeBackwardTS, roomID); err != nil {
 		return nil, fmt.Errorf("recompute backward extremity timestamps: %w", err)
 	}
 	haveTS := map[string]depthRange{}
@@ -94,13 +84,9 @@ func (s *sqlStore) consistencyProblems(ctx context.Context, tx *sql.Tx, roomID s
 
 	// The edges must say what the events' prev_events say: compare an order-independent
 	// digest of the (event, prev) pairs read from each.
-	fromEvents, err := s.pairDigest(ctx, tx, `SELECT event_id, prev_events FROM events WHERE room_id = ?`, roomID, true)
+	fromEvents, fromEdges, err := s.edgeDigests(ctx, tx, roomID)
 	if err != nil {
-		return nil, fmt.Errorf("read prev events: %w", err)
-	}
-	fromEdges, err := s.pairDigest(ctx, tx, `SELECT event_id, prev_event_id FROM event_edges WHERE room_id = ?`, roomID, false)
-	if err != nil {
-		return nil, fmt.Errorf("read edges: %w", err)
+		return nil, err
 	}
 	if fromEvents != fromEdges {
 		add("the %d edges disagree with the %d prev events the events list", fromEdges.pairs, fromEvents.pairs)
@@ -134,28 +120,52 @@ func (s *sqlStore) consistencyProblems(ctx context.Context, tx *sql.Tx, roomID s
 		WHERE room_id = ? AND unfillable = ?`), roomID, true).Scan(&unfillable); err != nil {
 		return nil, fmt.Errorf("count unfillable extremities: %w", err)
 	}
-	for _, c := range []struct {
-		name        string
-		kept, truth int64
-	}{
-		{"event count", room.events, events},
-		{"redacted count", room.redacted, redacted},
-		{"rejected count", room.rejected, rejected},
-		{"min depth", room.minDepth, minDepth},
-		{"max depth", room.maxDepth, maxDepth},
-		{"forward extremity count", room.forward, int64(len(haveForward))},
-		{"backward extremity count", room.backward, int64(len(haveBackward))},
-		{"unfillable extremity count", room.unfillable, unfillable},
-	} {
-		if c.kept != c.truth {
-			add("%s is %d, the rows say %d", c.name, c.kept, c.truth)
-		}
-	}
+	problems = append(problems, compareCounters(room, roomRow{
+		events: events, redacted: redacted, rejected: rejected, minDepth: minDepth, maxDepth: maxDepth,
+		forward: int64(len(haveForward)), backward: int64(len(haveBackward)), unfillable: unfillable,
+	})...)
 	arrival, err := s.arrivalProblems(ctx, tx, roomID, room.eventSeq)
 	if err != nil {
 		return nil, err
 	}
 	return append(problems, arrival...), nil
+}
+
+// The extremities as the rows imply them, as (event ID, min, max) rows for collect: what
+// CheckConsistency compares with the extremity tables, and what a repair rebuilds them from.
+const (
+	// recomputeForward: held events that no held event lists as a prev. Edge rows exist only
+	// for held events, so "no edge points at it" says exactly that.
+	recomputeForward = `SELECT e.event_id, 0, 0 FROM events e WHERE e.room_id = ?
+		AND NOT EXISTS (SELECT 1 FROM event_edges g WHERE g.room_id = e.room_id AND g.prev_event_id = e.event_id)`
+	// recomputeBackward: prevs of held events that are not held, with the depths of the
+	// children pointing at them.
+	recomputeBackward = `SELECT g.prev_event_id, MIN(c.depth), MAX(c.depth)
+		FROM event_edges g JOIN events c ON c.event_id = g.event_id
+		WHERE g.room_id = ? AND NOT EXISTS
+			(SELECT 1 FROM events p WHERE p.event_id = g.prev_event_id AND p.room_id = g.room_id)
+		GROUP BY g.prev_event_id`
+	// recomputeBackwardTS: the same prevs with the newest timestamp of their children (in
+	// the min column).
+	recomputeBackwardTS = `SELECT g.prev_event_id, MAX(c.origin_server_ts), 0
+		FROM event_edges g JOIN events c ON c.event_id = g.event_id
+		WHERE g.room_id = ? AND NOT EXISTS
+			(SELECT 1 FROM events p WHERE p.event_id = g.prev_event_id AND p.room_id = g.room_id)
+		GROUP BY g.prev_event_id`
+)
+
+// edgeDigests digests the room's (event, prev) pairs as the events' prev_events list them
+// and as the edge rows hold them: the edges must say what the events say.
+func (s *sqlStore) edgeDigests(ctx context.Context, tx *sql.Tx, roomID string) (fromEvents, fromEdges digest, err error) {
+	fromEvents, err = s.pairDigest(ctx, tx, `SELECT event_id, prev_events FROM events WHERE room_id = ?`, roomID, true)
+	if err != nil {
+		return fromEvents, fromEdges, fmt.Errorf("read prev events: %w", err)
+	}
+	fromEdges, err = s.pairDigest(ctx, tx, `SELECT event_id, prev_event_id FROM event_edges WHERE room_id = ?`, roomID, false)
+	if err != nil {
+		return fromEvents, fromEdges, fmt.Errorf("read edges: %w", err)
+	}
+	return fromEvents, fromEdges, nil
 }
 
 // digest sums a hash of each (event, prev) pair: equal digests mean equal sets of pairs, short
