@@ -18,41 +18,60 @@ import (
 	"github.com/roomsync/roomsync/store"
 )
 
-func runExport(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("roomsync export", flag.ContinueOnError)
-	storeURL := fs.String("store", "", "Event store URL (as for sync).")
+// exportFlags are export's flags, as parseExportFlags read them.
+type exportFlags struct {
+	storeURL, out string
+	opts          export.Options
+}
+
+// parseExportFlags reads and checks export's flags, touching no file but to look whether --out
+// may be written. When done is true, export ends at once with code: help was shown, or the
+// input was bad and stderr says why.
+func parseExportFlags(args []string, stderr io.Writer) (f *exportFlags, fs *flag.FlagSet, code int, done bool) {
+	f = &exportFlags{}
+	fs = flag.NewFlagSet("roomsync export", flag.ContinueOnError)
+	fs.StringVar(&f.storeURL, "store", "", "Event store URL (as for sync).")
 	roomID := fs.String("room", "", "The room ID to export.")
 	format := fs.String("format", string(export.FormatPDUs), "pdus (the signed PDUs as stored, NDJSON), events (client-server events, NDJSON) or text (a transcript).")
 	since := fs.String("since", "", "Only events sent at or after this time: RFC 3339 (2024-01-02T15:04:05Z) or Unix milliseconds.")
 	until := fs.String("until", "", "Only events sent before this time (RFC 3339 or Unix milliseconds).")
 	after := fs.String("after", "", "The cursor an earlier export printed: only the events stored since, in the order they arrived.")
-	out := fs.String("out", "", "Write to this file instead of stdout (gzip when it ends in .gz); it appears only once the export is complete.")
+	fs.StringVar(&f.out, "out", "", "Write to this file instead of stdout (gzip when it ends in .gz); it appears only once the export is complete.")
 	if code, done := parseArgs(fs, args, stderr); done {
+		return f, fs, code, true
+	}
+	if f.storeURL == "" || *roomID == "" {
+		fmt.Fprintln(stderr, "roomsync export: --store and --room are required")
+		return f, fs, ExitBadInput, true
+	}
+	f.opts = export.Options{RoomID: *roomID, After: *after}
+	var err error
+	if f.opts.Format, err = export.ParseFormat(*format); err != nil {
+		return f, fs, badInput(stderr, fs, fmt.Errorf("--format: %w", err)), true
+	}
+	if f.opts.Since, err = parseTimeFlag("--since", *since); err != nil {
+		return f, fs, badInput(stderr, fs, err), true
+	}
+	if f.opts.Until, err = parseTimeFlag("--until", *until); err != nil {
+		return f, fs, badInput(stderr, fs, err), true
+	}
+	if err := checkOutPath(f.out); err != nil {
+		return f, fs, badInput(stderr, fs, err), true
+	}
+	return f, fs, ExitOK, false
+}
+
+func runExport(args []string, stdout, stderr io.Writer) int {
+	f, fs, code, done := parseExportFlags(args, stderr)
+	if done {
 		return code
 	}
-	if *storeURL == "" || *roomID == "" {
-		fmt.Fprintln(stderr, "roomsync export: --store and --room are required")
-		return ExitBadInput
-	}
-	opts := export.Options{RoomID: *roomID, After: *after}
-	var err error
-	if opts.Format, err = export.ParseFormat(*format); err != nil {
-		return badInput(stderr, fs, fmt.Errorf("--format: %w", err))
-	}
-	if opts.Since, err = parseTimeFlag("--since", *since); err != nil {
-		return badInput(stderr, fs, err)
-	}
-	if opts.Until, err = parseTimeFlag("--until", *until); err != nil {
-		return badInput(stderr, fs, err)
-	}
-	if err := checkOutPath(*out); err != nil {
-		return badInput(stderr, fs, err)
-	}
+	opts := f.opts
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	// Read-only, as inspect: a mistyped path creates nothing, and an export never writes.
-	st, err := store.OpenReadOnly(ctx, *storeURL)
+	st, err := store.OpenReadOnly(ctx, f.storeURL)
 	if err != nil {
 		return badInput(stderr, fs, err)
 	}
@@ -66,10 +85,10 @@ func runExport(args []string, stdout, stderr io.Writer) int {
 		return ExitFailed
 	}
 
-	if *out == "" {
+	if f.out == "" {
 		_, err = ex.Run(ctx, stdout)
 	} else {
-		err = exportToFile(ctx, ex, *out)
+		err = exportToFile(ctx, ex, f.out)
 		if errors.Is(err, errOutFile) {
 			return badInput(stderr, fs, err)
 		}

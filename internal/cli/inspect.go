@@ -28,74 +28,92 @@ type roomReport struct {
 	Converged bool `json:"converged"`
 }
 
-func runInspect(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("roomsync inspect", flag.ContinueOnError)
-	storeURL := fs.String("store", "", "Event store URL (as for sync).")
-	roomID := fs.String("room", "", "The room ID to inspect.")
-	asJSON := fs.Bool("json", false, "Print one JSON object: room_id, room_version, events, redacted, rejected, forward_extremities, backward_extremities, converged.")
-	stateAt := fs.String("state-at", "", "Print the room state before this event (type, state key, event ID, and membership for members), and the rule the event broke if it was rejected; with --json, as one JSON object.")
-	eventIDs := fs.Bool("event-ids", false, "Print the stored event IDs one a line, in topological order (depth, then ID).")
-	check := fs.Bool("check", false, "Check the room's bookkeeping (extremities, counters) against its events and edges; exit 1 and list every difference if they disagree.")
-	gaps := fs.Bool("gaps", false, "Print each gap (missing event) with its depth, the events that reference it, its attempts, what each peer answered, the last error and the next retry; with --json, as one JSON object.")
-	var dag dagFlags
-	dag.bind(fs)
-	var hist resolver.History
-	fs.Int64Var(&hist.MinDepth, "min-depth", 0, "History bound of the sync: backward extremities below it do not count against converged.")
+// inspectFlags are inspect's flags, as parseInspectFlags read them.
+type inspectFlags struct {
+	storeURL, roomID, stateAt     string
+	asJSON, eventIDs, check, gaps bool
+	dag                           dagFlags
+	hist                          resolver.History
+}
+
+// parseInspectFlags reads and checks inspect's flags, touching no file. When done is true,
+// inspect ends at once with code: help was shown, or the input was bad and stderr says why.
+func parseInspectFlags(args []string, stderr io.Writer) (f *inspectFlags, fs *flag.FlagSet, code int, done bool) {
+	f = &inspectFlags{}
+	fs = flag.NewFlagSet("roomsync inspect", flag.ContinueOnError)
+	fs.StringVar(&f.storeURL, "store", "", "Event store URL (as for sync).")
+	fs.StringVar(&f.roomID, "room", "", "The room ID to inspect.")
+	fs.BoolVar(&f.asJSON, "json", false, "Print one JSON object: room_id, room_version, events, redacted, rejected, forward_extremities, backward_extremities, converged.")
+	fs.StringVar(&f.stateAt, "state-at", "", "Print the room state before this event (type, state key, event ID, and membership for members), and the rule the event broke if it was rejected; with --json, as one JSON object.")
+	fs.BoolVar(&f.eventIDs, "event-ids", false, "Print the stored event IDs one a line, in topological order (depth, then ID).")
+	fs.BoolVar(&f.check, "check", false, "Check the room's bookkeeping (extremities, counters) against its events and edges; exit 1 and list every difference if they disagree.")
+	fs.BoolVar(&f.gaps, "gaps", false, "Print each gap (missing event) with its depth, the events that reference it, its attempts, what each peer answered, the last error and the next retry; with --json, as one JSON object.")
+	f.dag.bind(fs)
+	fs.Int64Var(&f.hist.MinDepth, "min-depth", 0, "History bound of the sync: backward extremities below it do not count against converged.")
 	var since timeFlag
 	fs.Var(&since, "since", "History bound of the sync by time (RFC 3339), as for --min-depth.")
 	if code, done := parseArgs(fs, args, stderr); done {
-		return code
+		return f, fs, code, true
 	}
 	switch {
-	case *storeURL == "" || *roomID == "":
+	case f.storeURL == "" || f.roomID == "":
 		fmt.Fprintln(stderr, "roomsync inspect: --store and --room are required")
-		return ExitBadInput
-	case countTrue(*eventIDs, *check, *gaps, dag.on, *stateAt != "") > 1,
-		*asJSON && (*eventIDs || *check || dag.on):
+		return f, fs, ExitBadInput, true
+	case countTrue(f.eventIDs, f.check, f.gaps, f.dag.on, f.stateAt != "") > 1,
+		f.asJSON && (f.eventIDs || f.check || f.dag.on):
 		fmt.Fprintln(stderr, "roomsync inspect: --event-ids, --check, --gaps, --dag and --state-at exclude each other; --json goes alone or with --gaps or --state-at")
-		return ExitBadInput
+		return f, fs, ExitBadInput, true
 	}
-	if err := dag.validate(); err != nil {
+	if err := f.dag.validate(); err != nil {
 		fmt.Fprintf(stderr, "roomsync inspect: %v\n", err)
-		return ExitBadInput
+		return f, fs, ExitBadInput, true
+	}
+	f.hist.Since = since.Time
+	return f, fs, ExitOK, false
+}
+
+func runInspect(args []string, stdout, stderr io.Writer) int {
+	f, fs, code, done := parseInspectFlags(args, stderr)
+	if done {
+		return code
 	}
 
 	// Read-only: inspecting must not create a store on a mistyped path, nor migrate one.
 	ctx := context.Background()
-	st, err := store.OpenReadOnly(ctx, *storeURL)
+	st, err := store.OpenReadOnly(ctx, f.storeURL)
 	if err != nil {
 		return badInput(stderr, fs, err)
 	}
 	defer st.Close()
 
-	room, err := st.Room(ctx, *roomID)
+	room, err := st.Room(ctx, f.roomID)
 	if errors.Is(err, store.ErrNotFound) {
-		fmt.Fprintf(stderr, "roomsync inspect: the store holds no room %s\n", *roomID)
+		fmt.Fprintf(stderr, "roomsync inspect: the store holds no room %s\n", f.roomID)
 		return ExitFailed
 	} else if err != nil {
 		fmt.Fprintf(stderr, "roomsync inspect: %v\n", err)
 		return ExitFailed
 	}
 
-	if *stateAt != "" {
-		return printStateAt(ctx, st, *roomID, *stateAt, *asJSON, stdout, stderr)
+	if f.stateAt != "" {
+		return printStateAt(ctx, st, f.roomID, f.stateAt, f.asJSON, stdout, stderr)
 	}
-	if *gaps {
-		return printGaps(ctx, st, *roomID, *asJSON, stdout, stderr)
+	if f.gaps {
+		return printGaps(ctx, st, f.roomID, f.asJSON, stdout, stderr)
 	}
-	if dag.on {
-		return drawDAG(ctx, st, *roomID, dag, stdout, stderr)
+	if f.dag.on {
+		return drawDAG(ctx, st, f.roomID, f.dag, stdout, stderr)
 	}
-	if *check {
-		if err := st.CheckConsistency(ctx, *roomID); err != nil {
+	if f.check {
+		if err := st.CheckConsistency(ctx, f.roomID); err != nil {
 			fmt.Fprintf(stderr, "roomsync inspect: %v\n", err)
 			return ExitFailed
 		}
-		fmt.Fprintf(stdout, "room %s: %d events, extremities and counters consistent\n", *roomID, room.Events)
+		fmt.Fprintf(stdout, "room %s: %d events, extremities and counters consistent\n", f.roomID, room.Events)
 		return ExitOK
 	}
-	if *eventIDs {
-		err := st.StreamEvents(ctx, *roomID, func(ev store.Event) error {
+	if f.eventIDs {
+		err := st.StreamEvents(ctx, f.roomID, func(ev store.Event) error {
 			_, err := fmt.Fprintln(stdout, ev.ID)
 			return err
 		})
@@ -106,13 +124,12 @@ func runInspect(args []string, stdout, stderr io.Writer) int {
 		return ExitOK
 	}
 
-	hist.Since = since.Time
-	report, err := buildReport(ctx, st, room, hist)
+	report, err := buildReport(ctx, st, room, f.hist)
 	if err != nil {
 		fmt.Fprintf(stderr, "roomsync inspect: %v\n", err)
 		return ExitFailed
 	}
-	if *asJSON {
+	if f.asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		if err := enc.Encode(report); err != nil {

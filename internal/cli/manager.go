@@ -115,15 +115,26 @@ func (o *managerOptions) validate() error {
 	return errors.Join(errs...)
 }
 
-func runManager(args []string, _, stderr io.Writer) int {
-	var opts managerOptions
-	fs := flag.NewFlagSet("roomsync manager", flag.ContinueOnError)
+// parseManagerFlags reads and checks the manager's flags, touching no file, cluster or
+// network. When done is true, the manager ends at once with code: help was shown, or the input
+// was bad and stderr says why.
+func parseManagerFlags(args []string, stderr io.Writer) (opts *managerOptions, fs *flag.FlagSet, code int, done bool) {
+	opts = &managerOptions{}
+	fs = flag.NewFlagSet("roomsync manager", flag.ContinueOnError)
 	opts.bind(fs)
 	if code, done := parseArgs(fs, args, stderr); done {
-		return code
+		return opts, fs, code, true
 	}
 	if err := opts.validate(); err != nil {
-		return badInput(stderr, fs, err)
+		return opts, fs, badInput(stderr, fs, err), true
+	}
+	return opts, fs, ExitOK, false
+}
+
+func runManager(args []string, _, stderr io.Writer) int {
+	opts, fs, code, done := parseManagerFlags(args, stderr)
+	if done {
+		return code
 	}
 
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts.zap), zap.WriteTo(stderr)))

@@ -151,15 +151,25 @@ func (o *syncOptions) peerList() []resolver.Peer {
 	return peers
 }
 
-func runSync(args []string, stdout, stderr io.Writer) int {
-	var opts syncOptions
-	fs := flag.NewFlagSet("roomsync sync", flag.ContinueOnError)
+// parseSyncFlags reads and checks sync's flags, touching no file and no network. When done is
+// true, sync ends at once with code: help was shown, or the input was bad and stderr says why.
+func parseSyncFlags(args []string, stderr io.Writer) (opts *syncOptions, fs *flag.FlagSet, code int, done bool) {
+	opts = &syncOptions{}
+	fs = flag.NewFlagSet("roomsync sync", flag.ContinueOnError)
 	opts.bind(fs)
 	if code, done := parseArgs(fs, args, stderr); done {
-		return code
+		return opts, fs, code, true
 	}
 	if err := opts.validate(); err != nil {
-		return badInput(stderr, fs, err)
+		return opts, fs, badInput(stderr, fs, err), true
+	}
+	return opts, fs, ExitOK, false
+}
+
+func runSync(args []string, stdout, stderr io.Writer) int {
+	opts, fs, code, done := parseSyncFlags(args, stderr)
+	if done {
+		return code
 	}
 	key, err := federation.LoadSigningKey(opts.signingKeyFile)
 	if err != nil {
@@ -215,7 +225,7 @@ func runSync(args []string, stdout, stderr io.Writer) int {
 		return badInput(stderr, fs, err)
 	}
 	defer res.Close()
-	if syncUntilConverged(ctx, res, &opts, stderr) {
+	if syncUntilConverged(ctx, res, opts, stderr) {
 		return ExitOK
 	}
 	return ExitFailed
