@@ -2,12 +2,14 @@ package resolver
 
 import (
 	"context"
+	"encoding/json/v2"
 	"errors"
 	"fmt"
 	"slices"
 	"sync"
 	"time"
 
+	"maunium.net/go/mautrix/federation/pdu"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/roomsync/roomsync/store"
@@ -47,13 +49,16 @@ type Recheck struct {
 // keys, the event ID from its hash in room versions 3 and later), and give back the row's ID,
 // room, depth, timestamp, type, state key, sender, origin and prev events, and its redacted
 // flag: a row flagged full whose content no longer matches its hash was changed after it was
-// stored. Without the keys, the event ID is still checked.
+// stored. Without the keys, the event ID and the content hash are still checked.
 func RecheckEvent(ctx context.Context, roomVersion string, ev store.Event, keys KeyFunc) Recheck {
 	got, rej := VerifyPDU(ctx, ev.RoomID, roomVersion, ev.Raw, keys)
 	if rej != nil {
 		switch {
 		case rej.EventID != "" && rej.EventID != ev.ID:
 			return Recheck{Verdict: EventCorrupt, Detail: fmt.Sprintf("the JSON is event %s, not %s", rej.EventID, ev.ID)}
+		case rej.Reason == RejectKeyUnavailable && !ev.Redacted && !contentHashHolds(roomVersion, ev.Raw):
+			// The content hash needs no key: a row kept in full must still match it.
+			return Recheck{Verdict: EventCorrupt, Detail: "its content does not match its content hash: the JSON changed after it was stored"}
 		case rej.Reason == RejectKeyUnavailable:
 			return Recheck{Verdict: EventUnverifiable, Server: rej.Server, Detail: rej.Error()}
 		case rej.Reason == RejectUnsupportedRoom:
@@ -74,6 +79,17 @@ func RecheckEvent(ctx context.Context, roomVersion string, ev store.Event, keys 
 		return Recheck{Verdict: EventMisflagged, Detail: "flagged redacted, but its content matches its content hash"}
 	}
 	return Recheck{Verdict: EventSound}
+}
+
+// contentHashHolds reports whether the PDU's content matches its content hash, as mautrix
+// checks it for VerifyPDU; JSON that does not parse does not.
+func contentHashHolds(roomVersion string, raw []byte) bool {
+	if id.RoomVersion(roomVersion).EventIDFormat() == id.EventIDFormatCustom {
+		var p pdu.RoomV1PDU
+		return json.Unmarshal(raw, &p) == nil && p.VerifyContentHash()
+	}
+	var p pdu.PDU
+	return json.Unmarshal(raw, &p) == nil && p.VerifyContentHash()
 }
 
 // rowDiff names the first column of the row that the verified JSON contradicts.

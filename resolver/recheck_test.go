@@ -55,6 +55,7 @@ func TestRecheckEvent(t *testing.T) {
 				{"ID changed", renamed, fuzzKeys, EventCorrupt, "not $another:example.org"},
 				{"flagged redacted", misflagged, fuzzKeys, EventMisflagged, "flagged redacted"},
 				{"no key", message, noKeys, EventUnverifiable, "key"},
+				{"no key, content changed", flipped, noKeys, EventCorrupt, "content hash"},
 				{"no key, ID changed", renamed, noKeys, EventCorrupt, "not $another:example.org"},
 			} {
 				r := RecheckEvent(ctx, string(version), c.ev, c.keys)

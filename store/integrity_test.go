@@ -2,10 +2,11 @@ package store
 
 import (
 	"context"
-	"os"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/roomsync/roomsync/internal/storetest"
 )
 
 // TestCheckDatabase: a fresh store passes; a dropped table, a dropped index and events whose
@@ -67,11 +68,10 @@ func TestCheckDatabaseFindsDamagedPages(t *testing.T) {
 	path := strings.TrimPrefix(sqliteTestURL(t), "sqlite://")
 	s := openTest(t, "sqlite://"+path)
 	mustInsert(t, s, linearChain(room, 300, 1000))
-	page := leafPageOf(t, s, "events")
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	flipPageBytes(t, path, page)
+	storetest.DamageSQLitePage(t, path, "events")
 
 	ro, err := OpenReadOnly(t.Context(), "sqlite://"+path)
 	if err != nil {
@@ -87,36 +87,6 @@ func TestCheckDatabaseFindsDamagedPages(t *testing.T) {
 			t.Errorf("thorough=%t: no damage found: %+v", thorough, c)
 		}
 		t.Logf("%s: %q", c.Method, c.Damaged)
-	}
-}
-
-// leafPageOf returns the number of a leaf page of table's b-tree, from SQLite's dbstat.
-func leafPageOf(t *testing.T, s *sqlStore, table string) int64 {
-	t.Helper()
-	var page int64
-	if err := s.db.QueryRowContext(t.Context(), `SELECT pageno FROM dbstat WHERE name = ? AND pagetype = 'leaf'
-		ORDER BY pageno LIMIT 1 OFFSET 3`, table).Scan(&page); err != nil {
-		t.Fatalf("find a leaf page of %s: %v", table, err)
-	}
-	return page
-}
-
-// flipPageBytes writes garbage over the header and cell pointers of page (1-based) of the
-// SQLite file at path, as a bad disk or a stray write would.
-func flipPageBytes(t *testing.T, path string, page int64) {
-	t.Helper()
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	const pageSize = 16384 // as openSQLite makes new files
-	garbage := make([]byte, 64)
-	for i := range garbage {
-		garbage[i] = byte(0xA5 ^ i)
-	}
-	if _, err := f.WriteAt(garbage, (page-1)*pageSize); err != nil {
-		t.Fatal(err)
 	}
 }
 

@@ -29,6 +29,7 @@ func commands() []command {
 		{"sync", "pull rooms from peers into a store until they converge", runSync},
 		{"inspect", "show what the store holds of a room", runInspect},
 		{"export", "write a room out of the store: signed PDUs, client events or a transcript", runExport},
+		{"fsck", "check a store's integrity (the database, each room's rows, every event verified again) and repair it", runFsck},
 		{"keygen", "print a new signing key in Synapse's format", runKeygen},
 	}
 }

@@ -5,6 +5,7 @@
 package storetest
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"database/sql"
@@ -15,6 +16,7 @@ import (
 	"testing"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" database/sql driver
+	_ "modernc.org/sqlite"             // the "sqlite" database/sql driver
 )
 
 // PostgresEnv names the server the PostgreSQL tests use.
@@ -76,4 +78,36 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// DamageSQLitePage writes garbage over the header of a leaf page of table's b-tree in the
+// SQLite file at path, as a bad disk or a stray write would. The store must be closed: the
+// page is found through SQLite's dbstat, then written straight into the file.
+func DamageSQLitePage(tb testing.TB, path, table string) {
+	tb.Helper()
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var page, pageSize int64
+	// Not the first leaf: the damage should sit among the rows, not at the tree's edge.
+	err = db.QueryRow(`SELECT pageno FROM dbstat WHERE name = ? AND pagetype = 'leaf'
+		ORDER BY pageno LIMIT 1 OFFSET 3`, table).Scan(&page)
+	if err == nil {
+		err = db.QueryRow(`PRAGMA page_size`).Scan(&pageSize)
+	}
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		tb.Fatalf("find a leaf page of %s: %v", table, err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(bytes.Repeat([]byte{0xA5, 0x5A}, 32), (page-1)*pageSize); err != nil {
+		tb.Fatal(err)
+	}
 }
