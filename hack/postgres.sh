@@ -2,6 +2,7 @@
 # A throwaway PostgreSQL cluster for the store tests and benchmarks.
 #
 #   hack/postgres.sh start DIR PORT   # initdb + start on 127.0.0.1:PORT; prints the DSN on stdout
+#   hack/postgres.sh restart DIR      # fast shutdown and start again, same port and data
 #   hack/postgres.sh stop DIR         # fast shutdown, then removes DIR
 #
 # Everything but the DSN goes to stderr, so `url=$(hack/postgres.sh start …)` works.
@@ -11,7 +12,7 @@ set -euo pipefail
 
 log() { echo "postgres.sh: $*" >&2; }
 die() { log "$*"; exit 1; }
-usage() { die "usage: $0 start DIR PORT | stop DIR"; }
+usage() { die "usage: $0 start DIR PORT | restart DIR | stop DIR"; }
 
 # Debian keeps the server binaries off PATH; prefer PG_BIN, then PATH, then the known places.
 find_bin_dir() {
@@ -63,6 +64,11 @@ start)
     die "pg_ctl start failed (port ${port} in use?)"
   fi
   echo "postgres://postgres@127.0.0.1:${port}/postgres?sslmode=disable"
+  ;;
+restart)
+  # pg_ctl restart starts with the options of the last start (postmaster.opts).
+  as_owner "${bin}/pg_ctl" -D "${dir}/data" -l "${dir}/postgres.log" -m fast -w -t 60 restart >&2 ||
+    { tail -n 20 "${dir}/postgres.log" >&2 || true; die "pg_ctl restart failed"; }
   ;;
 stop)
   if [ -d "${dir}/data" ]; then

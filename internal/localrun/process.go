@@ -100,6 +100,21 @@ func (p *Process) Stop(grace time.Duration) error {
 	}
 }
 
+// Kill sends SIGKILL at once, as a crash or the OOM killer would end the process, with no
+// chance to clean up, and waits (bounded) until it is reaped.
+func (p *Process) Kill() error {
+	if p.Exited() {
+		return nil
+	}
+	_ = p.cmd.Process.Kill()
+	select {
+	case <-p.done:
+		return nil
+	case <-time.After(killWait):
+		return fmt.Errorf("kill %s (PID %d): survived SIGKILL for %v", p.Name, p.PID(), killWait)
+	}
+}
+
 // killWait bounds the wait for a process to go after SIGKILL.
 const killWait = 5 * time.Second
 

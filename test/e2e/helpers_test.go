@@ -125,18 +125,25 @@ type operator struct {
 // listener, metrics and probe ports) with a SQLite store in dir.
 func startOperator(t *testing.T, env *testenv.Env, dir, storeFile string, extra ...string) operator {
 	t.Helper()
+	op, args := operatorIdentity(t, dir, "sqlite://"+filepath.Join(dir, storeFile), extra...)
+	op.stop = startManager(t, env.Kubeconfig, filepath.Join(dir, "manager.log"), args...)
+	return op
+}
+
+// operatorIdentity makes a manager's loopback identity in dir (key, certificate, federation
+// listener, metrics and probe ports) and returns it with the manager's arguments, for a test
+// that starts the manager itself, maybe several times.
+func operatorIdentity(t *testing.T, dir, storeURL string, extra ...string) (operator, []string) {
+	t.Helper()
 	keyFile := signingKey(t, dir)
 	cert, key := selfSignedCert(t, dir)
 	ports := freePorts(t, 3)
 	name := fmt.Sprintf("127.0.0.1:%d", ports[0])
-	storeURL := "sqlite://" + filepath.Join(dir, storeFile)
 	args := append([]string{"--store", storeURL, "--server-name", name, "--signing-key", keyFile,
 		"--listen", name, "--tls-cert", cert, "--tls-key", key,
 		"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", ports[1]),
 		"--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", ports[2])}, extra...)
-	stop := startManager(t, env.Kubeconfig, filepath.Join(dir, "manager.log"), args...)
-	return operator{storeURL: storeURL, serverName: name, stop: stop,
-		metricsURL: fmt.Sprintf("http://127.0.0.1:%d/metrics", ports[1])}
+	return operator{storeURL: storeURL, serverName: name, metricsURL: fmt.Sprintf("http://127.0.0.1:%d/metrics", ports[1])}, args
 }
 
 // startManager runs `roomsync manager` against the API server and returns a function that

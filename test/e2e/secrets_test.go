@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/url"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -20,14 +19,7 @@ import (
 // listener's TLS key. `roomsync sync -v` and the manager (zap level 10) replicate a Dendrite
 // room, joining it; `inspect` fails on a database it cannot reach. No output holds a secret.
 func TestNoSecretInLogs(t *testing.T) {
-	admin := os.Getenv("ROOMSYNC_TEST_POSTGRES_URL")
-	if admin == "" {
-		if os.Getenv("CI") != "" {
-			t.Fatal("ROOMSYNC_TEST_POSTGRES_URL is not set: run through `make test`")
-		}
-		t.Skip("ROOMSYNC_TEST_POSTGRES_URL is not set: run through `make test`")
-	}
-	storeURL, password := passwordRole(t, admin)
+	storeURL, password := passwordRole(t, postgresAdmin(t))
 
 	d := startDendrite(t)
 	room := d.seed(t, "", 60, "--history", "shared")
