@@ -50,6 +50,14 @@ var flagCommands = []struct {
 			}
 		}
 	}},
+	{"fsck", func(args []string, stderr *bytes.Buffer) (int, bool, func(*testing.T, *fuzzEnv)) {
+		f, _, code, done := parseFsckFlags(args, stderr)
+		return code, done, func(t *testing.T, _ *fuzzEnv) {
+			if f.storeURL == "" || f.opts.Workers < 0 {
+				t.Fatalf("fsck accepted %+v", f)
+			}
+		}
+	}},
 	{"keygen", func(args []string, stderr *bytes.Buffer) (int, bool, func(*testing.T, *fuzzEnv)) {
 		var stdout bytes.Buffer
 		code := runKeygen(args, &stdout, stderr)

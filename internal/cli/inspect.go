@@ -24,8 +24,12 @@ type roomReport struct {
 	ForwardExtremities  []string `json:"forward_extremities"`
 	BackwardExtremities []string `json:"backward_extremities"`
 	// Converged: no backward extremity other than those the history bound (--min-depth,
-	// --since) excludes.
+	// --since) excludes, and counters that agree with the rows.
 	Converged bool `json:"converged"`
+	// Problems say how the room's counters disagree with its rows (store.CheckRoomCounters);
+	// absent when they agree. A room with problems is not converged, whatever its counters
+	// say.
+	Problems []string `json:"problems,omitempty"`
 }
 
 // inspectFlags are inspect's flags, as parseInspectFlags read them.
@@ -106,7 +110,7 @@ func runInspect(args []string, stdout, stderr io.Writer) int {
 	}
 	if f.check {
 		if err := st.CheckConsistency(ctx, f.roomID); err != nil {
-			fmt.Fprintf(stderr, "roomsync inspect: %v\n", err)
+			fmt.Fprintf(stderr, "roomsync inspect: %v\n%s\n", err, fsckHint)
 			return ExitFailed
 		}
 		fmt.Fprintf(stdout, "room %s: %d events, extremities and counters consistent\n", f.roomID, room.Events)
@@ -126,8 +130,14 @@ func runInspect(args []string, stdout, stderr io.Writer) int {
 
 	report, err := buildReport(ctx, st, room, f.hist)
 	if err != nil {
-		fmt.Fprintf(stderr, "roomsync inspect: %v\n", err)
+		fmt.Fprintf(stderr, "roomsync inspect: %v\n%s\n", err, fsckHint)
 		return ExitFailed
+	}
+	code = ExitOK
+	if len(report.Problems) > 0 {
+		fmt.Fprintf(stderr, "roomsync inspect: room %s: the store's counters disagree with its rows (%s): its figures cannot be trusted.\n%s\n",
+			f.roomID, strings.Join(report.Problems, "; "), fsckHint)
+		code = ExitFailed
 	}
 	if f.asJSON {
 		enc := json.NewEncoder(stdout)
@@ -135,7 +145,7 @@ func runInspect(args []string, stdout, stderr io.Writer) int {
 		if err := enc.Encode(report); err != nil {
 			return ExitFailed
 		}
-		return ExitOK
+		return code
 	}
 	fmt.Fprintf(stdout, "room:                 %s\n", report.RoomID)
 	fmt.Fprintf(stdout, "room version:         %s\n", report.RoomVersion)
@@ -144,7 +154,10 @@ func runInspect(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stdout, "forward extremities:  %d %s\n", len(report.ForwardExtremities), abbreviate(report.ForwardExtremities))
 	fmt.Fprintf(stdout, "backward extremities: %d %s (%d unfillable)\n", len(report.BackwardExtremities), abbreviate(report.BackwardExtremities), room.UnfillableExtremities)
 	fmt.Fprintf(stdout, "converged:            %t\n", report.Converged)
-	return ExitOK
+	for _, p := range report.Problems {
+		fmt.Fprintf(stdout, "inconsistent:         %s\n", p)
+	}
+	return code
 }
 
 func buildReport(ctx context.Context, st store.Store, room store.Room, hist resolver.History) (roomReport, error) {
@@ -161,6 +174,12 @@ func buildReport(ctx context.Context, st store.Store, room store.Room, hist reso
 	if err != nil {
 		return roomReport{}, err
 	}
+	// The figures above are counters and extremity rows: worth nothing if the rows they
+	// count are gone.
+	problems, err := store.CheckRoomCounters(ctx, st, room.ID)
+	if err != nil {
+		return roomReport{}, err
+	}
 	report := roomReport{
 		RoomID:              room.ID,
 		RoomVersion:         room.Version,
@@ -169,7 +188,8 @@ func buildReport(ctx context.Context, st store.Store, room store.Room, hist reso
 		Rejected:            room.Rejected,
 		ForwardExtremities:  append([]string{}, forward...),
 		BackwardExtremities: []string{},
-		Converged:           len(withinBound) == 0 && room.Events > 0,
+		Converged:           len(withinBound) == 0 && room.Events > 0 && len(problems) == 0,
+		Problems:            problems,
 	}
 	for _, b := range backward {
 		report.BackwardExtremities = append(report.BackwardExtremities, b.EventID)

@@ -225,10 +225,16 @@ func runSync(args []string, stdout, stderr io.Writer) int {
 		return badInput(stderr, fs, err)
 	}
 	defer res.Close()
-	if syncUntilConverged(ctx, res, opts, stderr) {
-		return ExitOK
+	// A room whose rows were lost under its counters is not synced: fsck repairs it first.
+	damaged := damagedRooms(ctx, st, opts.rooms, stderr)
+	healthy := *opts
+	healthy.rooms = withoutRooms(opts.rooms, damaged)
+	converged := len(healthy.rooms) == 0 || syncUntilConverged(ctx, res, &healthy, stderr)
+	// Converged is claimed on counters: they must still agree with the rows.
+	if len(damaged) > 0 || len(damagedRooms(ctx, st, healthy.rooms, stderr)) > 0 || !converged {
+		return ExitFailed
 	}
-	return ExitFailed
+	return ExitOK
 }
 
 // syncUntilConverged runs passes over the rooms until each has converged, or until a pass
