@@ -6,15 +6,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/roomsync/roomsync/export"
+	"github.com/roomsync/roomsync/internal/benchstore"
 	"github.com/roomsync/roomsync/internal/fixturepeer"
 	"github.com/roomsync/roomsync/store"
 )
@@ -124,44 +123,7 @@ const benchRoom = "!bench:origin.bench"
 // temporary directory does not hold it yet.
 func benchExportStore(b *testing.B, n int) store.Store {
 	b.Helper()
-	ctx := context.Background()
-	path := filepath.Join(os.TempDir(), fmt.Sprintf("roomsync-bench-export-%d-v1.db", n))
-	if _, err := os.Stat(path); err == nil {
-		st, err := store.Open(ctx, "sqlite://"+path)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if room, err := st.Room(ctx, benchRoom); err == nil && room.Events == int64(n) {
-			b.Cleanup(func() { _ = st.Close() })
-			return st
-		}
-		_ = st.Close()
-	}
-	building := path + ".building"
-	for _, p := range []string{building, building + "-wal", building + "-shm"} {
-		_ = os.Remove(p)
-	}
-	start := time.Now()
-	st, err := store.Open(ctx, "sqlite://"+building)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := buildExportRoom(ctx, st, n); err != nil {
-		b.Fatal(err)
-	}
-	if err := st.Close(); err != nil {
-		b.Fatal(err)
-	}
-	if err := os.Rename(building, path); err != nil {
-		b.Fatal(err)
-	}
-	b.Logf("built a %d-event room in %v, kept in %s", n, time.Since(start).Round(time.Second), path)
-	st, err = store.Open(ctx, "sqlite://"+path)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = st.Close() })
-	return st
+	return benchstore.Open(b, "export", benchRoom, n, buildExportRoom)
 }
 
 // buildExportRoom writes a room of n PDU-shaped events: a chain that forks and merges every

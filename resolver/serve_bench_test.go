@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
-	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,6 +16,7 @@ import (
 	mfed "maunium.net/go/mautrix/federation"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/roomsync/roomsync/internal/benchstore"
 	"github.com/roomsync/roomsync/internal/fixturepeer"
 	"github.com/roomsync/roomsync/resolver"
 	"github.com/roomsync/roomsync/resolver/federation"
@@ -111,44 +110,7 @@ func benchReplicaListener(b *testing.B, st store.Store) *mfed.Client {
 // directory does not hold it yet.
 func benchServeStore(b *testing.B, n int) store.Store {
 	b.Helper()
-	path := filepath.Join(os.TempDir(), fmt.Sprintf("roomsync-bench-serve-%d-v1.db", n))
-	ctx := context.Background()
-	if _, err := os.Stat(path); err == nil {
-		st, err := store.Open(ctx, "sqlite://"+path)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if room, err := st.Room(ctx, string(benchRoomID)); err == nil && room.Events == int64(n) {
-			b.Cleanup(func() { _ = st.Close() })
-			return st
-		}
-		_ = st.Close()
-	}
-	building := path + ".building"
-	for _, p := range []string{building, building + "-wal", building + "-shm"} {
-		_ = os.Remove(p)
-	}
-	start := time.Now()
-	st, err := store.Open(ctx, "sqlite://"+building)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := buildServeRoom(ctx, st, n); err != nil {
-		b.Fatal(err)
-	}
-	if err := st.Close(); err != nil {
-		b.Fatal(err)
-	}
-	if err := os.Rename(building, path); err != nil {
-		b.Fatal(err)
-	}
-	b.Logf("built a %d-event room in %v, kept in %s", n, time.Since(start).Round(time.Second), path)
-	st, err = store.Open(ctx, "sqlite://"+path)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = st.Close() })
-	return st
+	return benchstore.Open(b, "serve", string(benchRoomID), n, buildServeRoom)
 }
 
 // serveRoomBuilder writes a synthetic room: the initial state, the requester's join, then
