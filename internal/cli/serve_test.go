@@ -27,21 +27,8 @@ import (
 // reaches the replica (a server in none of the store's rooms gets Synapse's 403), an unsigned
 // one is refused before it.
 func TestListenerServesHistory(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	st, err := store.Open(ctx, "sqlite://"+filepath.Join(t.TempDir(), "events.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	key := mfed.GenerateSigningKey()
-	opts := identityOptions{serverName: "archive.example", listen: "127.0.0.1:0"}
 	// The requester is a fixture peer on loopback, whose key discovery finds at its address.
-	inbound, closeInbound, err := resolver.InboundKeys(st, opts.serverName, key, true, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer closeInbound()
+	ctx, st, key, opts, inbound := listenerSetup(t, true)
 	addr, stop, err := opts.keyServer(key, "test", nil, func(srv *federation.Server) {
 		serveHistory(srv, opts.serverName, st, inbound, logr.Discard(), nil)
 	})
@@ -72,20 +59,7 @@ func TestListenerServesHistory(t *testing.T) {
 // signed by their origin: an unsigned request to any of them, with or without a forged
 // X-Matrix header, gets 401 before anything reads the store.
 func TestManagerListenerNeedsSignaturesButForKeys(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	st, err := store.Open(ctx, "sqlite://"+filepath.Join(t.TempDir(), "events.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	key := mfed.GenerateSigningKey()
-	opts := identityOptions{serverName: "archive.example", listen: "127.0.0.1:0"}
-	inbound, closeInbound, err := resolver.InboundKeys(st, opts.serverName, key, false, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer closeInbound()
+	ctx, st, key, opts, inbound := listenerSetup(t, false)
 	syncer := &controllers.Syncer{Store: st, ServerName: opts.serverName, Key: key, Metrics: controllers.NewMetrics(), Log: logr.Discard()}
 	var routes []federation.Route
 	wire := managerRoutes(opts.serverName, 20, 100, st, inbound, syncer)
@@ -143,4 +117,26 @@ func TestManagerListenerNeedsSignaturesButForKeys(t *testing.T) {
 		t.Errorf("public routes %v, want our key, the key queries and the version", open)
 	}
 	t.Logf("%d routes, %d of them public", len(routes), len(open))
+}
+
+// listenerSetup is a listener's identity, "archive.example" on an ephemeral loopback port,
+// with a store and the key ring that checks inbound signatures (reaching loopback peers, TLS
+// unchecked, when loopback is set), all closed when the test ends.
+func listenerSetup(t *testing.T, loopback bool) (context.Context, store.Store, *mfed.SigningKey, identityOptions, *federation.KeyRing) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	st, err := store.Open(ctx, "sqlite://"+filepath.Join(t.TempDir(), "events.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	key := mfed.GenerateSigningKey()
+	opts := identityOptions{serverName: "archive.example", listen: "127.0.0.1:0"}
+	inbound, closeInbound, err := resolver.InboundKeys(st, opts.serverName, key, loopback, loopback)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(closeInbound)
+	return ctx, st, key, opts, inbound
 }
