@@ -121,6 +121,21 @@ func (r *RoomSyncReconciler) reconcileRooms(ctx context.Context, obj *roomsyncv1
 	obj.Status.Rooms = roomStatusesForSpec(obj.Spec.Rooms, obj.Status.Rooms)
 	obj.Status.Peers = peerStatusesForSpec(obj.Spec.Peers, obj.Status.Peers)
 	obj.Status.Summary = summarize(obj.Status.Rooms)
+	// A damaged store is reported, not synced on (see StartStoreCheck).
+	damage, err := r.Syncer.damageOf(ctx, roomIDs(obj))
+	if err != nil {
+		return verdict{}, err
+	}
+	if damage != nil {
+		damage.markRooms(obj.Status.Rooms)
+		obj.Status.Summary = summarize(obj.Status.Rooms)
+		if r.Syncer.Metrics != nil {
+			for _, room := range obj.Status.Rooms {
+				r.Syncer.Metrics.setRoom(obj.Namespace, obj.Name, room)
+			}
+		}
+		return verdict{}, damage.err(obj.Namespace, obj.Name)
+	}
 	results, peers, err := r.Syncer.Sync(ctx, obj, retryNow)
 	if err != nil {
 		// The spec passed validation, so this is the federation client refusing our
@@ -158,7 +173,7 @@ func (r *RoomSyncReconciler) finish(ctx context.Context, base, obj *roomsyncv1al
 		switch {
 		case v.Stalled:
 			outcome, err = "stalled", nil
-			log.Info("Reconciliation stalled until the spec changes", "reason", v.Reason, "error", v.Message)
+			log.Info("Reconciliation stalled: no retry until the spec changes or a pass is requested", "reason", v.Reason, "error", v.Message)
 		case v.RequeueAfter > 0:
 			outcome, err = "waiting", nil
 		default:

@@ -39,8 +39,10 @@ var (
 	env       *testenv.Env
 	k8sClient client.Client // admin rights, for the tests' own reads and writes
 	scheme    = runtime.NewScheme()
-	// eventStore is the manager's store, for tests that look inside it.
-	eventStore store.Store
+	// eventStore is the manager's store, for tests that look inside it; eventStorePath is
+	// its SQLite file, for tests that damage it.
+	eventStore     store.Store
+	eventStorePath string
 	// metricsURL is the manager's Prometheus endpoint.
 	metricsURL string
 	// syncer is the manager's: tests look at its sessions.
@@ -132,7 +134,8 @@ func startManager(ctx context.Context) (<-chan struct{}, error) {
 	if err != nil {
 		return nil, err
 	}
-	eventStore, err = store.Open(ctx, "sqlite://"+filepath.Join(dir, "events.db"))
+	eventStorePath = filepath.Join(dir, "events.db")
+	eventStore, err = store.Open(ctx, "sqlite://"+eventStorePath)
 	if err != nil {
 		return nil, err
 	}

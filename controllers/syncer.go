@@ -40,6 +40,8 @@ type Syncer struct {
 
 	mu       sync.Mutex
 	sessions map[types.NamespacedName]*session
+	// health is what the start-up check found (see StartStoreCheck); nil when none ran.
+	health *storeHealth
 	// wakes carries the RoomSyncs that live events call for (see Receive).
 	wakes chan event.GenericEvent
 }

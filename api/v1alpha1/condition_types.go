@@ -33,6 +33,10 @@ const (
 	ReasonNotAMember = "NotAMember"
 	// ReasonSuspended: spec.suspend is true; nothing is pulled.
 	ReasonSuspended = "Suspended"
+	// ReasonStoreCorrupt: the manager's start-up check found the event store damaged (the
+	// database, or the counters of a room against its rows); the rooms it affects are not
+	// synced until `roomsync fsck --repair` (or a restore) fixes it.
+	ReasonStoreCorrupt = "StoreCorrupt"
 )
 
 // ReconcileRequestedAnnotation asks for a sync pass now when its value changes; the value

@@ -56,6 +56,7 @@ type managerOptions struct {
 	concurrent              int
 	roomConcurrency         int
 	passTimeout             time.Duration
+	storeCheckTimeout       time.Duration
 	selector                string
 	originRate              float64
 	originBurst             int
@@ -83,6 +84,8 @@ func (o *managerOptions) bind(fs *flag.FlagSet) {
 	fs.IntVar(&o.concurrent, "concurrent", 4, "RoomSyncs reconciled at once.")
 	fs.IntVar(&o.roomConcurrency, "room-concurrency", 4, "Rooms of one RoomSync synced at once.")
 	fs.DurationVar(&o.passTimeout, "pass-timeout", 5*time.Minute, "Longest sync pass over one RoomSync's rooms.")
+	fs.DurationVar(&o.storeCheckTimeout, "store-check-timeout", 2*time.Minute,
+		"Longest start-up check of the event store (SQLite's quick_check or a read of every PostgreSQL table, then each room's counters against its rows); a damaged room is reported (StoreCorrupt) instead of synced, and what the check does not reach in time is synced unchecked. 0 skips the check.")
 	fs.StringVar(&o.selector, "selector", "", "Label selector: reconcile only the RoomSyncs it matches, so several manager releases (each with its own --leader-election-id) can share the work and one store.")
 	fs.Float64Var(&o.originRate, "federation-rate-limit", federation.DefaultOriginRate,
 		"Requests a second each peer server may make to the federation listener, sustained; past it, 429.")
@@ -105,6 +108,9 @@ func (o *managerOptions) validate() error {
 	}
 	if o.passTimeout < time.Second {
 		errs = append(errs, fmt.Errorf("--pass-timeout must be at least 1s"))
+	}
+	if o.storeCheckTimeout < 0 {
+		errs = append(errs, errors.New("--store-check-timeout must not be negative (0 skips the check)"))
 	}
 	if o.leaderElectionID == "" && o.leaderElect {
 		errs = append(errs, errors.New("--leader-election-id must not be empty with --leader-elect"))
@@ -170,6 +176,10 @@ func runManager(args []string, _, stderr io.Writer) int {
 		PassTimeout:           opts.passTimeout,
 		Metrics:               controllers.NewMetrics(),
 		Log:                   ctrl.Log.WithName("resolver"),
+	}
+	// In the background, so that probes answer meanwhile; reconciles wait for it.
+	if opts.storeCheckTimeout > 0 {
+		syncer.StartStoreCheck(ctx, opts.storeCheckTimeout)
 	}
 	// The listener serves our key, takes the events peers push to rooms we joined (PUT /send)
 	// and the invites of our user (PUT /v2/invite), and serves the history the store holds
