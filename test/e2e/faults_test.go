@@ -44,11 +44,7 @@ func TestManagerKilledWhileConverging(t *testing.T) {
 	env := startEnv(t)
 	dir := t.TempDir()
 	_, args := operatorIdentity(t, dir, storeURL, "--allow-private-networks", "--insecure-skip-tls-verify")
-	manifest := filepath.Join(dir, "roomsync.yaml")
-	writeManifest(t, manifest, room, d)
-	if out, err := env.Kubectl("apply", "-f", manifest); err != nil {
-		t.Fatalf("kubectl apply: %v\n%s", err, out)
-	}
+	applyArchive(t, env, dir, room, "", d)
 
 	// Five kill points, at random fractions of the room, in order.
 	targets := make([]int, 5)
@@ -72,10 +68,7 @@ func TestManagerKilledWhileConverging(t *testing.T) {
 
 	m := startManagerProcess(t, env, filepath.Join(dir, "manager-last.log"), args...)
 	defer func() { _ = m.Stop(15 * time.Second) }()
-	if out, err := env.Kubectl("wait", "roomsync/archive", "--for=condition=Ready", "--timeout=180s"); err != nil {
-		status, _ := env.Kubectl("get", "roomsync/archive", "-o", "jsonpath={.status}")
-		t.Fatalf("kubectl wait: %v\n%s\nstatus: %s", err, out, status)
-	}
+	waitArchiveReady(t, env, 3*time.Minute)
 	// Read from Dendrite again: our join, if the policy made one, is in the room now.
 	assertStoreEquals(t, storeURL, room, d.eventIDs(t, room))
 	if out, code := run(t, time.Minute, roomsyncBin, "inspect", "--store", storeURL, "--room", room, "--check"); code != 0 {
@@ -112,11 +105,7 @@ func TestPostgresRestartMidPass(t *testing.T) {
 	env := startEnv(t)
 	dir := t.TempDir()
 	_, args := operatorIdentity(t, dir, storeURL, "--allow-private-networks", "--insecure-skip-tls-verify")
-	manifest := filepath.Join(dir, "roomsync.yaml")
-	writeManifest(t, manifest, room, d)
-	if out, err := env.Kubectl("apply", "-f", manifest); err != nil {
-		t.Fatalf("kubectl apply: %v\n%s", err, out)
-	}
+	applyArchive(t, env, dir, room, "", d)
 	m := startManagerProcess(t, env, filepath.Join(dir, "manager.log"), args...)
 	defer func() { _ = m.Stop(15 * time.Second) }()
 	n := waitStoreCount(t, storeURL, room, int64(len(want)/4), 2*time.Minute, m)

@@ -114,6 +114,30 @@ func TestOperatorAgainstDendrites(t *testing.T) {
 }
 
 // writeManifest writes a RoomSync named archive of room, replicated from peers.
+// applyArchive writes the RoomSync "archive" for room and peers into dir, with spec lines
+// added to its spec (membership, say; "" for none), and applies it.
+func applyArchive(t *testing.T, env *testenv.Env, dir, room, spec string, peers ...*dendrite) {
+	t.Helper()
+	manifest := filepath.Join(dir, "roomsync.yaml")
+	writeManifest(t, manifest, room, peers...)
+	if spec != "" {
+		addToSpec(t, manifest, spec)
+	}
+	if out, err := env.Kubectl("apply", "-f", manifest); err != nil {
+		t.Fatalf("kubectl apply: %v\n%s", err, out)
+	}
+}
+
+// waitArchiveReady waits until the RoomSync "archive" is Ready, and fails with its status when
+// it is not within timeout.
+func waitArchiveReady(t *testing.T, env *testenv.Env, timeout time.Duration) {
+	t.Helper()
+	if out, err := env.Kubectl("wait", "roomsync/archive", "--for=condition=Ready", fmt.Sprintf("--timeout=%ds", int(timeout.Seconds()))); err != nil {
+		status, _ := env.Kubectl("get", "roomsync/archive", "-o", "jsonpath={.status}")
+		t.Fatalf("kubectl wait: %v\n%s\nstatus: %s", err, out, status)
+	}
+}
+
 func writeManifest(t *testing.T, path, room string, peers ...*dendrite) {
 	t.Helper()
 	writeNamedManifest(t, path, "archive", room, peers...)

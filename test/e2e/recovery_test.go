@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"net/http"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -29,16 +28,8 @@ func TestDisasterRecovery(t *testing.T) {
 
 	dir := t.TempDir()
 	op := startOperator(t, env, dir, "events.db", "--allow-private-networks", "--insecure-skip-tls-verify")
-	manifest := filepath.Join(dir, "roomsync.yaml")
-	writeManifest(t, manifest, room, a, b)
-	addToSpec(t, manifest, "  membership:\n    join: Always\n")
-	if out, err := env.Kubectl("apply", "-f", manifest); err != nil {
-		t.Fatalf("kubectl apply: %v\n%s", err, out)
-	}
-	if out, err := env.Kubectl("wait", "roomsync/archive", "--for=condition=Ready", "--timeout=180s"); err != nil {
-		status, _ := env.Kubectl("get", "roomsync/archive", "-o", "jsonpath={.status}")
-		t.Fatalf("kubectl wait: %v\n%s\nstatus: %s", err, out, status)
-	}
+	applyArchive(t, env, dir, room, "  membership:\n    join: Always\n", a, b)
+	waitArchiveReady(t, env, 3*time.Minute)
 
 	// A forked stretch: both servers send at once, and roomsync takes it live.
 	watch := watchStore(t, op.storeURL, room, 15*time.Second)

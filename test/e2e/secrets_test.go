@@ -54,15 +54,8 @@ func TestNoSecretInLogs(t *testing.T) {
 	opDir := t.TempDir()
 	op := startOperator(t, env, opDir, "unused.db", "--store", storeURL, "--zap-log-level=10",
 		"--allow-private-networks", "--insecure-skip-tls-verify")
-	manifest := filepath.Join(opDir, "roomsync.yaml")
-	writeManifest(t, manifest, room, d)
-	addToSpec(t, manifest, "  membership:\n    join: Always\n")
-	if out, err := env.Kubectl("apply", "-f", manifest); err != nil {
-		t.Fatalf("kubectl apply: %v\n%s", err, out)
-	}
-	if out, err := env.Kubectl("wait", "roomsync/archive", "--for=condition=Ready", "--timeout=120s"); err != nil {
-		t.Fatalf("kubectl wait: %v\n%s", err, out)
-	}
+	applyArchive(t, env, opDir, room, "  membership:\n    join: Always\n", d)
+	waitArchiveReady(t, env, 2*time.Minute)
 	op.stop()
 	outputs = append(outputs, "manager: "+string(mustRead(t, filepath.Join(opDir, "manager.log"))))
 
