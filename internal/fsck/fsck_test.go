@@ -49,7 +49,7 @@ func syncRoom(t *testing.T, url string, keep bool) synced {
 	return synced{url: url, room: room, peer: peer}
 }
 
-func keepOriginKeys(t *testing.T, st store.Store, room *fixturepeer.Room) {
+func keepOriginKeys(t testing.TB, st store.Store, room *fixturepeer.Room) {
 	t.Helper()
 	var keys []store.ServerKey
 	for _, origin := range room.Origins() {
