@@ -2,7 +2,10 @@ package controllers
 
 import (
 	"errors"
+	"fmt"
+	"io/fs"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -40,6 +43,9 @@ func TestDecide(t *testing.T) {
 		{ServerName: "b", LastError: "503", BackoffUntil: time.Now().Add(20 * time.Second)},
 	}
 	noErrors := []resolver.PeerStatus{{ServerName: "a"}}
+	// As the store and the resolver wrap a write that found no room (store.IsFull).
+	diskFull := fmt.Errorf("sync room !b: insert 50 events into !b: %w",
+		&fs.PathError{Op: "write", Path: "/data/events.db-wal", Err: syscall.ENOSPC})
 	const (
 		readyTrue   = "True/" + roomsyncv1alpha1.ReasonConverged
 		syncing     = "False/" + roomsyncv1alpha1.ReasonSyncing
@@ -142,6 +148,26 @@ func TestDecide(t *testing.T) {
 			want:        conditions{ready: "False/" + roomsyncv1alpha1.ReasonGapUnfillable, reconciling: "True/" + roomsyncv1alpha1.ReasonGapUnfillable},
 			wantMessage: "0 of 1 rooms converged, 2 gaps left; 2 gaps no peer could fill, retried with back-off",
 			wantAfter:   [2]time.Duration{54 * time.Second, 66 * time.Second},
+		},
+		{
+			name:    "the store is full: StoreFull, in the store's words, back within 30 s",
+			rooms:   []roomsyncv1alpha1.RoomStatus{{ID: "!a", Converged: true}, {ID: "!b", Gaps: 4}},
+			results: []resolver.RoomResult{{RoomID: "!a", Converged: true, PeersAnswered: 2}, {RoomID: "!b", Stored: 50, PeersAnswered: 2, Err: diskFull}},
+			peers:   healthy,
+			want:    conditions{ready: "False/" + roomsyncv1alpha1.ReasonStoreFull, reconciling: "True/" + roomsyncv1alpha1.ReasonStoreFull},
+			wantMessage: "1 of 2 rooms converged; the event store is full, so nothing more is stored until it has room (what it holds is kept): " +
+				"sync room !b: insert 50 events into !b: write /data/events.db-wal: no space left on device",
+			wantAfter: [2]time.Duration{27 * time.Second, 33 * time.Second},
+		},
+		{
+			name:    "the store is full and no peer answered: the store is said first",
+			rooms:   []roomsyncv1alpha1.RoomStatus{{ID: "!b"}},
+			results: []resolver.RoomResult{{RoomID: "!b", Err: diskFull}},
+			peers:   allDown,
+			want:    conditions{ready: "False/" + roomsyncv1alpha1.ReasonStoreFull, reconciling: "True/" + roomsyncv1alpha1.ReasonStoreFull},
+			wantMessage: "0 of 1 rooms converged; the event store is full, so nothing more is stored until it has room (what it holds is kept): " +
+				"sync room !b: insert 50 events into !b: write /data/events.db-wal: no space left on device",
+			wantAfter: [2]time.Duration{27 * time.Second, 33 * time.Second},
 		},
 		{
 			name:        "no peer answered: waiting, until the first back-off ends",

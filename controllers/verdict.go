@@ -11,6 +11,7 @@ import (
 
 	roomsyncv1alpha1 "github.com/roomsync/roomsync/api/v1alpha1"
 	"github.com/roomsync/roomsync/resolver"
+	"github.com/roomsync/roomsync/store"
 )
 
 // verdict is what a reconcile concluded: the conditions to write and when to come back. The
@@ -93,6 +94,17 @@ func decide(obj *roomsyncv1alpha1.RoomSync, results []resolver.RoomResult, peers
 		return verdict{Ready: true, Reason: roomsyncv1alpha1.ReasonConverged, Message: msg, RequeueAfter: jitter(interval)}, nil
 	}
 
+	if err := storeFullError(results); err != nil {
+		// No peer fixes this, so it is said first, in the store's words. A write that found
+		// the store full was rolled back whole: what it holds is kept. A pass every
+		// interval/5 (30 s at most) finds out when there is room again.
+		return verdict{}, &waitingError{
+			Reason: roomsyncv1alpha1.ReasonStoreFull,
+			Err: fmt.Errorf("%d of %d rooms converged; the event store is full, so nothing more is stored until it has room (what it holds is kept): %s",
+				s.ConvergedRooms, s.Rooms, truncate(err.Error(), 300)),
+			RequeueAfter: jitter(min(interval/5, 30*time.Second)),
+		}
+	}
 	answered, progress, more := false, false, false
 	for _, r := range results {
 		// A peer that refused us (as a non-member, or our join) answered too.
@@ -139,6 +151,16 @@ func decide(obj *roomsyncv1alpha1.RoomSync, results []resolver.RoomResult, peers
 		syncing.RequeueAfter = jitter(min(interval/5, 30*time.Second))
 	}
 	return syncing, nil
+}
+
+// storeFullError is the first pass error that says the store has no room left (store.IsFull).
+func storeFullError(results []resolver.RoomResult) error {
+	for _, r := range results {
+		if store.IsFull(r.Err) {
+			return r.Err
+		}
+	}
+	return nil
 }
 
 // noPeerAnswered is the waiting error of a pass in which no peer answered: it names each

@@ -33,6 +33,9 @@ const (
 	ReasonNotAMember = "NotAMember"
 	// ReasonSuspended: spec.suspend is true; nothing is pulled.
 	ReasonSuspended = "Suspended"
+	// ReasonStoreFull: the event store has no room left (the disk is full, or PostgreSQL
+	// answered disk_full); what it holds is kept, and syncing resumes once it has room.
+	ReasonStoreFull = "StoreFull"
 	// ReasonStoreCorrupt: the manager's start-up check found the event store damaged (the
 	// database, or the counters of a room against its rows); the rooms it affects are not
 	// synced until `roomsync fsck --repair` (or a restore) fixes it.
