@@ -13,6 +13,14 @@ CONTROLLER_TOOLS_VERSION ?= v0.23.0
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
 ENVTEST_K8S_VERSION ?= 1.37.2
 GO_TEST_FLAGS ?= -count=1 -timeout=20m
+# The packages `make test` runs under the race detector: the engine, the wire, the store and the
+# controllers, where goroutines share state. They run once, with -race (which needs cgo and
+# gcc), not once without and once with; the other packages run without. Empty: none.
+RACE_PKGS ?= ./resolver/ ./resolver/federation/ ./store/ ./controllers/
+# `make fuzz` fuzzes each target this long (hack/fuzz.sh); `make test` fuzzes each for
+# FUZZ_SMOKE_TIME after the seed corpora ran as tests (0 skips it).
+FUZZTIME ?= 60s
+FUZZ_SMOKE_TIME ?= 3s
 # A free-enough loopback port for the throwaway PostgreSQL of `make test`.
 PG_PORT ?= $(shell echo $$((20000 + $$$$ % 20000)))
 
@@ -59,15 +67,23 @@ envtest: ## Build or find the envtest control plane (kube-apiserver, etcd, kubec
 	@hack/envtest-assets.sh >/dev/null
 
 .PHONY: test
-test: verify fmt-check vet ## Run every test: unit, store (SQLite and PostgreSQL), envtest.
+test: verify fmt-check vet ## Run every test: unit, store (SQLite and PostgreSQL), envtest; RACE_PKGS under -race; a short fuzz of each target.
 	@set -e; \
 	assets=$$(KUBE_VERSION=$(ENVTEST_K8S_VERSION) hack/envtest-assets.sh); \
 	pgdir=$$(mktemp -d /tmp/roomsync-pg.XXXXXX); \
 	trap 'hack/postgres.sh stop "$$pgdir"' EXIT; \
 	pgurl=$$(hack/postgres.sh start "$$pgdir" $(PG_PORT)); \
 	echo "envtest assets: $$assets; PostgreSQL: $$pgurl"; \
+	race="$(if $(strip $(RACE_PKGS)),$$(go list $(RACE_PKGS)))"; \
 	KUBEBUILDER_ASSETS="$$assets" ROOMSYNC_TEST_POSTGRES_URL="$$pgurl" \
-		go test $(GO_TEST_FLAGS) ./...
+		go test $(GO_TEST_FLAGS) $$(go list ./... | grep -vxF "$$race"); \
+	$(if $(strip $(RACE_PKGS)),KUBEBUILDER_ASSETS="$$assets" ROOMSYNC_TEST_POSTGRES_URL="$$pgurl" CGO_ENABLED=1 \
+		go test -race $(GO_TEST_FLAGS) $(RACE_PKGS);) \
+	if [ "$(FUZZ_SMOKE_TIME)" != 0 ]; then FUZZTIME=$(FUZZ_SMOKE_TIME) hack/fuzz.sh; fi
+
+.PHONY: fuzz
+fuzz: ## Fuzz every target for FUZZTIME (60s) each, one after another (a failing input lands in testdata/fuzz).
+	@FUZZTIME=$(FUZZTIME) hack/fuzz.sh
 
 .PHONY: bench
 bench: ## Run the benchmarks (store needs ROOMSYNC_TEST_POSTGRES_URL for its PostgreSQL half).
