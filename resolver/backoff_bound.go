@@ -6,8 +6,9 @@ import "time"
 // does not answer, however often passes come: the first goes at once, and each next one no
 // sooner than the shortest back-off the failures before it earned (peerBackoffBase doubling
 // up to peerBackoffMax, less the 20% jitter). A peer that cannot be reached is backed off
-// whole, so this bounds its requests to every endpoint together; a peer that answers one
-// endpoint badly is backed off for that endpoint, so it bounds each such endpoint. Tests
+// whole, so this bounds its requests to every endpoint of every room together; a peer that
+// answers one endpoint badly is backed off for that endpoint of that room, so it bounds each
+// such endpoint of each room. Tests
 // compare what the manager's metrics count with it: more would be a retry storm.
 func FailuresWithin(d time.Duration) int {
 	n, elapsed := 1, time.Duration(0)

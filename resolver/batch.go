@@ -43,7 +43,7 @@ func (p *pass) accept(ctx context.Context, peer, endpoint string, raws []json.Ra
 	p.countRejections(peer, rejections)
 	if lie != nil {
 		// Every event of the answer is dropped, including the ones that verified.
-		p.r.cfg.Peers.Record(peer, endpoint, federation.OutcomeBadResponse, 0, lie)
+		p.r.cfg.Peers.Record(peer, p.endpoint(endpoint), federation.OutcomeBadResponse, 0, lie)
 		p.res.Err = fmt.Errorf("discarded answer of %s: %w", peer, lie)
 		return nil, false, nil
 	}

@@ -117,7 +117,7 @@ type stateAnswer struct {
 // in full, and records it.
 func (p *pass) boundaryState(ctx context.Context, b string) error {
 	var failures []string
-	for _, peer := range p.r.cfg.Peers.Available("state") {
+	for _, peer := range p.r.cfg.Peers.Available(p.endpoint("state")) {
 		err := p.boundaryStateFrom(ctx, peer, b)
 		if err == nil {
 			return nil

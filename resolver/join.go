@@ -97,7 +97,7 @@ func (p *pass) join(ctx context.Context, why string) (bool, error) {
 			}
 		}
 		failures = failures[:0]
-		for _, peer := range p.r.cfg.Peers.Available("make_join") {
+		for _, peer := range p.r.cfg.Peers.Available(p.endpoint("make_join")) {
 			if ctx.Err() != nil {
 				return false, ctx.Err()
 			}

@@ -190,7 +190,7 @@ func (p *pass) backfillFrom(ctx context.Context, ids []string) error {
 		return err
 	}
 	limit := min(p.r.cfg.Limits.BackfillLimit, max(p.budget, 1))
-	for _, peer := range p.r.cfg.Peers.Available("backfill") {
+	for _, peer := range p.r.cfg.Peers.Available(p.endpoint("backfill")) {
 		if len(want) == 0 || ctx.Err() != nil || p.requestsLeft() <= 0 {
 			return nil
 		}
@@ -216,7 +216,7 @@ func (p *pass) backfillFrom(ctx context.Context, ids []string) error {
 // /timestamp_to_event (one event, the newest). Nothing is joined.
 func (p *pass) discoverHeads(ctx context.Context) (heads []string, version string) {
 	peers := p.r.cfg.Peers.Reachable()
-	joinable := p.r.cfg.Peers.Available("make_join")
+	joinable := p.r.cfg.Peers.Available(p.endpoint("make_join"))
 	answers := make([]headsAnswer, len(peers))
 	var wg sync.WaitGroup
 	for i, peer := range peers {
@@ -302,7 +302,7 @@ func (p *pass) versionFromCreateEvent(ctx context.Context, head string) string {
 	if !strings.Contains(p.roomID, ":") {
 		fromRoomID = append(fromRoomID, "$"+strings.TrimPrefix(p.roomID, "!"))
 	}
-	for _, peer := range p.r.cfg.Peers.Available("event") {
+	for _, peer := range p.r.cfg.Peers.Available(p.endpoint("event")) {
 		raw, err := p.event(ctx, peer, head)
 		if err != nil {
 			continue
@@ -362,7 +362,7 @@ func (p *pass) fetchEventsNoting(ctx context.Context, ids []string, att *gapAtte
 		if p.requestsLeft() <= 0 {
 			return nil
 		}
-		for _, peer := range p.r.cfg.Peers.Available("event") {
+		for _, peer := range p.r.cfg.Peers.Available(p.endpoint("event")) {
 			raw, err := p.event(ctx, peer, id)
 			if err != nil {
 				p.noteRefusal(peer, "event", id, err)
@@ -418,7 +418,7 @@ func (p *pass) closeForwardGap(ctx context.Context, earliest, latest []string) e
 		return nil
 	}
 	limit := min(p.r.cfg.Limits.MissingEventsLimit, p.budget)
-	for _, peer := range p.r.cfg.Peers.Available("get_missing_events") {
+	for _, peer := range p.r.cfg.Peers.Available(p.endpoint("get_missing_events")) {
 		raws, err := ask(ctx, p, peer, "get_missing_events", func(ctx context.Context) ([]json.RawMessage, error) {
 			return p.r.cfg.Client.MissingEvents(ctx, peer, p.roomID, earliest, have, limit, p.hist.MinDepth)
 		})
@@ -441,7 +441,7 @@ func (p *pass) backfill(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if len(p.r.cfg.Peers.Available("backfill")) == 0 {
+		if len(p.r.cfg.Peers.Available(p.endpoint("backfill"))) == 0 {
 			// Every peer is backed off: asking nobody is not an attempt on the gaps.
 			return nil
 		}
@@ -536,7 +536,7 @@ func (p *pass) fill(ctx context.Context, exts []store.BackwardExtremity) error {
 	limit := min(p.r.cfg.Limits.BackfillLimit, max(p.budget, 1))
 	att := newGapAttempt(p.r.cfg.Now())
 	asked := map[string]bool{}
-	for _, peer := range p.r.cfg.Peers.Available("backfill") {
+	for _, peer := range p.r.cfg.Peers.Available(p.endpoint("backfill")) {
 		if len(want) == 0 || ctx.Err() != nil {
 			break
 		}
@@ -730,6 +730,13 @@ func (p *pass) noteRefusal(peer, endpoint, eventID string, err error) {
 	}
 }
 
+// endpoint is the key of one of the room's endpoints in the peer set. A bad answer (5xx, a
+// lie) backs off the peer's endpoint for the room it was about, not for the sync's other
+// rooms: a peer may serve one room well and fail another (Dendrite answers make_join with
+// 500 for a room it does not hold), and one room's failures must not starve the others of
+// that peer. A peer that cannot be reached is still backed off whole.
+func (p *pass) endpoint(name string) string { return name + " " + p.roomID }
+
 // ask runs one federation request with its bookkeeping: peer health, counts, timing.
 func ask[T any](ctx context.Context, p *pass, peer, endpoint string, do func(context.Context) (T, error)) (T, error) {
 	start := time.Now()
@@ -739,7 +746,7 @@ func ask[T any](ctx context.Context, p *pass, peer, endpoint string, do func(con
 		// Our pass ended (its deadline, a shutdown): say nothing of the peer's health.
 		outcome, retryAfter = federation.OutcomeCanceled, 0
 	}
-	p.r.cfg.Peers.Record(peer, endpoint, outcome, retryAfter, err)
+	p.r.cfg.Peers.Record(peer, p.endpoint(endpoint), outcome, retryAfter, err)
 	p.r.cfg.Observer.Request(peer, endpoint, outcome, time.Since(start))
 	p.log.V(2).Info("Federation request", "peer", peer, "endpoint", endpoint, "took", time.Since(start).String())
 	p.noteRefusal(peer, endpoint, "", err)

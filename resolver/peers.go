@@ -32,7 +32,9 @@ type PeerStatus struct {
 // two levels: a peer that cannot be reached (or rate-limits us) is backed off whole; a peer
 // that answers one endpoint badly (5xx, a lying or oversized answer) is backed off for that
 // endpoint only, so that its other answers neither hide nor reset that back-off. It is shared
-// by every room of a sync, so a dead peer is learned about once.
+// by every room of a sync, so a dead peer is learned about once; the resolver names each
+// endpoint with its room (see pass.endpoint), so a bad answer about one room backs off that
+// room's requests only.
 type PeerSet struct {
 	mu    sync.Mutex
 	now   func() time.Time
