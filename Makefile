@@ -21,6 +21,13 @@ RACE_PKGS ?= ./resolver/ ./resolver/federation/ ./store/ ./controllers/
 # FUZZ_SMOKE_TIME after the seed corpora ran as tests (0 skips it).
 FUZZTIME ?= 60s
 FUZZ_SMOKE_TIME ?= 3s
+# `make soak`: the fault tests at these sizes (events in each fault test's room, seconds the
+# flapping peer flaps) and the load test for SOAK_DURATION, under SOAK_TIMEOUT in all.
+SOAK_FAULT_EVENTS ?= 20000
+SOAK_FLAP_SECONDS ?= 60
+SOAK_DURATION ?= 10m
+SOAK_TIMEOUT ?= 150m
+SOAK_TESTS ?= TestManagerKilledWhileConverging|TestPostgresRestartMidPass|TestFlappingPeer|TestDiskFull|TestLoad
 # A free-enough loopback port for the throwaway PostgreSQL of `make test`.
 PG_PORT ?= $(shell echo $$((20000 + $$$$ % 20000)))
 
@@ -68,18 +75,24 @@ envtest: ## Build or find the envtest control plane (kube-apiserver, etcd, kubec
 
 .PHONY: test
 test: verify fmt-check vet ## Run every test: unit, store (SQLite and PostgreSQL), envtest; RACE_PKGS under -race; a short fuzz of each target.
+	@KUBE_VERSION=$(ENVTEST_K8S_VERSION) hack/test-services.sh --envtest $(PG_PORT) $(MAKE) --no-print-directory test-go
+
+# test-go is `make test`'s go commands, run by hack/test-services.sh beside PostgreSQL and the
+# envtest binaries; on its own, the PostgreSQL and envtest tests find neither.
+.PHONY: test-go
+test-go:
 	@set -e; \
-	assets=$$(KUBE_VERSION=$(ENVTEST_K8S_VERSION) hack/envtest-assets.sh); \
-	pgdir=$$(mktemp -d /tmp/roomsync-pg.XXXXXX); \
-	trap 'hack/postgres.sh stop "$$pgdir"' EXIT; \
-	pgurl=$$(hack/postgres.sh start "$$pgdir" $(PG_PORT)); \
-	echo "envtest assets: $$assets; PostgreSQL: $$pgurl"; \
 	race="$(if $(strip $(RACE_PKGS)),$$(go list $(RACE_PKGS)))"; \
-	KUBEBUILDER_ASSETS="$$assets" ROOMSYNC_TEST_POSTGRES_URL="$$pgurl" \
-		go test $(GO_TEST_FLAGS) $$(go list ./... | grep -vxF "$$race"); \
-	$(if $(strip $(RACE_PKGS)),KUBEBUILDER_ASSETS="$$assets" ROOMSYNC_TEST_POSTGRES_URL="$$pgurl" CGO_ENABLED=1 \
-		go test -race $(GO_TEST_FLAGS) $(RACE_PKGS);) \
+	go test $(GO_TEST_FLAGS) $$(go list ./... | grep -vxF "$$race"); \
+	$(if $(strip $(RACE_PKGS)),CGO_ENABLED=1 go test -race $(GO_TEST_FLAGS) $(RACE_PKGS);) \
 	if [ "$(FUZZ_SMOKE_TIME)" != 0 ]; then FUZZTIME=$(FUZZ_SMOKE_TIME) hack/fuzz.sh; fi
+
+.PHONY: soak
+soak: ## The fault tests of test/e2e at full size and the load test (docs/reliability.md): about an hour.
+	@KUBE_VERSION=$(ENVTEST_K8S_VERSION) ROOMSYNC_SOAK=1 ROOMSYNC_FAULT_EVENTS=$(SOAK_FAULT_EVENTS) \
+		ROOMSYNC_FLAP_SECONDS=$(SOAK_FLAP_SECONDS) ROOMSYNC_SOAK_DURATION=$(SOAK_DURATION) \
+		hack/test-services.sh --envtest $(PG_PORT) \
+		go test -count=1 -v -timeout=$(SOAK_TIMEOUT) -run '^($(SOAK_TESTS))$$' ./test/e2e/
 
 .PHONY: fuzz
 fuzz: ## Fuzz every target for FUZZTIME (60s) each, one after another (a failing input lands in testdata/fuzz).
@@ -87,11 +100,7 @@ fuzz: ## Fuzz every target for FUZZTIME (60s) each, one after another (a failing
 
 .PHONY: bench
 bench: ## Run the benchmarks (store needs ROOMSYNC_TEST_POSTGRES_URL for its PostgreSQL half).
-	@set -e; \
-	pgdir=$$(mktemp -d /tmp/roomsync-pg.XXXXXX); \
-	trap 'hack/postgres.sh stop "$$pgdir"' EXIT; \
-	pgurl=$$(hack/postgres.sh start "$$pgdir" $(PG_PORT)); \
-	ROOMSYNC_TEST_POSTGRES_URL="$$pgurl" go test -run '^$$' -bench . -benchmem -timeout 60m ./...
+	@hack/test-services.sh $(PG_PORT) go test -run '^$$' -bench . -benchmem -timeout 60m ./...
 
 ##@ Build
 

@@ -40,7 +40,9 @@ func TestDiskFull(t *testing.T) {
 	applyArchive(t, env, dir, room, "  membership:\n    join: Never\n", d)
 	m := startManagerProcess(t, env, filepath.Join(dir, "manager.log"), args...)
 
-	full := waitReadyReason(t, env, "archive", "StoreFull", 2*time.Minute)
+	// Two minutes, and more for the large rooms of `make soak`.
+	patience := 2*time.Minute + time.Duration(len(want))*10*time.Millisecond
+	full := waitReadyReason(t, env, "archive", "StoreFull", patience)
 	used, size := disk.usage(t)
 	t.Logf("Ready %s/%s with %s of %s used: %s", full.Status, full.Reason, mib(used), mib(size), full.Message)
 	if full.Status != "False" || !strings.Contains(full.Message, "database or disk is full") {
@@ -66,7 +68,7 @@ func TestDiskFull(t *testing.T) {
 
 	t0 := time.Now()
 	disk.resize(t, empty+3*room1)
-	waitArchiveReady(t, env, 2*time.Minute)
+	waitArchiveReady(t, env, patience)
 	used, size = disk.usage(t)
 	t.Logf("%d of %d events stored when the disk filled; Ready %v after it grew, with %s of %s used",
 		len(held), len(want), time.Since(t0).Round(time.Second), mib(used), mib(size))

@@ -221,7 +221,9 @@ func (d *dendrite) seed(t *testing.T, room string, count int, extra ...string) s
 		t.Fatal(err)
 	}
 	o.Count = count
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	// Five minutes, and more for the large rooms of `make soak` (a loaded Dendrite sends 25
+	// messages a second).
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute+time.Duration(count)*50*time.Millisecond)
 	defer cancel()
 	got, err := d.peer.Seed(ctx, o)
 	if err != nil {
