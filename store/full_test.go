@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/roomsync/roomsync/internal/storetest"
 )
 
 // TestIsFull: what IsFull takes for "no room left", and what it does not (damage, a lost
@@ -103,6 +105,49 @@ func TestFullStoreKeepsWhatItCommitted(t *testing.T) {
 	limitPages(t, s, 1<<20)
 	for next < len(events) {
 		batch := events[next:min(next+50, len(events))]
+		mustInsert(t, s, batch)
+		next += len(batch)
+	}
+	m := newModel()
+	m.add(events...)
+	checkAgainstModel(t, s, room, m)
+}
+
+// TestFullPostgresKeepsWhatItCommitted: a PostgreSQL database whose tables sit on a small
+// tmpfs (a tablespace there; the server's write-ahead log stays on its own disk) fails the
+// batch that cannot extend a table with disk_full (53100), which IsFull recognises, changes
+// nothing, stays consistent, and takes the batch once the file system has grown.
+func TestFullPostgresKeepsWhatItCommitted(t *testing.T) {
+	disk := storetest.MountTmpfs(t, 6<<20)
+	s := openTest(t, storetest.PostgresURLOn(t, disk.Dir))
+	events := forkyDAG(room, 6000, 1500, 5)
+	next, before := 0, dump(t, s)
+	var fullErr error
+	for next < len(events) {
+		batch := events[next:min(next+100, len(events))]
+		if _, err := s.InsertEvents(t.Context(), room, batch); err != nil {
+			fullErr = err
+			break
+		}
+		next += len(batch)
+		before = dump(t, s)
+	}
+	var perr *pgconn.PgError
+	if !IsFull(fullErr) || !errors.As(fullErr, &perr) {
+		t.Fatalf("InsertEvents error = %v after %d events, want PostgreSQL's disk_full", fullErr, next)
+	}
+	used, size := disk.Usage(t)
+	t.Logf("full after %d of %d events, %d of %d bytes used: %v", next, len(events), used, size, fullErr)
+	if after := dump(t, s); after != before {
+		t.Fatal("the batch that found the disk full changed the store")
+	}
+	if err := s.CheckConsistency(t.Context(), room); err != nil {
+		t.Fatalf("a full store is inconsistent: %v", err)
+	}
+
+	disk.Resize(t, 256<<20)
+	for next < len(events) {
+		batch := events[next:min(next+100, len(events))]
 		mustInsert(t, s, batch)
 		next += len(batch)
 	}

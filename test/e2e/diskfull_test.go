@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/roomsync/roomsync/internal/storetest"
 	"github.com/roomsync/roomsync/store"
 )
 
@@ -21,8 +22,8 @@ func TestDiskFull(t *testing.T) {
 	want := d.eventIDs(t, room)
 
 	// The store is made first, so that the room's events alone fill what is left.
-	disk := mountTmpfs(t, 64<<20)
-	storeURL := "sqlite://" + filepath.Join(disk.dir, "events.db")
+	disk := storetest.MountTmpfs(t, 64<<20)
+	storeURL := "sqlite://" + filepath.Join(disk.Dir, "events.db")
 	st, err := store.Open(context.Background(), storeURL)
 	if err != nil {
 		t.Fatal(err)
@@ -30,9 +31,9 @@ func TestDiskFull(t *testing.T) {
 	if err := st.Close(); err != nil {
 		t.Fatal(err)
 	}
-	empty, _ := disk.usage(t)
+	empty, _ := disk.Usage(t)
 	room1 := int64(len(want)) * diskBytesPerEvent
-	disk.resize(t, empty+room1/3)
+	disk.Resize(t, empty+room1/3)
 
 	env := startEnv(t)
 	dir := t.TempDir()
@@ -43,7 +44,7 @@ func TestDiskFull(t *testing.T) {
 	// Two minutes, and more for the large rooms of `make soak`.
 	patience := 2*time.Minute + time.Duration(len(want))*10*time.Millisecond
 	full := waitReadyReason(t, env, "archive", "StoreFull", patience)
-	used, size := disk.usage(t)
+	used, size := disk.Usage(t)
 	t.Logf("Ready %s/%s with %s of %s used: %s", full.Status, full.Reason, mib(used), mib(size), full.Message)
 	if full.Status != "False" || !strings.Contains(full.Message, "database or disk is full") {
 		t.Errorf("Ready %s, message %q: want False, in SQLite's words", full.Status, full.Message)
@@ -67,9 +68,9 @@ func TestDiskFull(t *testing.T) {
 	}
 
 	t0 := time.Now()
-	disk.resize(t, empty+3*room1)
+	disk.Resize(t, empty+3*room1)
 	waitArchiveReady(t, env, patience)
-	used, size = disk.usage(t)
+	used, size = disk.Usage(t)
 	t.Logf("%d of %d events stored when the disk filled; Ready %v after it grew, with %s of %s used",
 		len(held), len(want), time.Since(t0).Round(time.Second), mib(used), mib(size))
 	assertStoreEquals(t, storeURL, room, d.eventIDs(t, room))
