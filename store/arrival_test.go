@@ -245,6 +245,7 @@ func TestArrivalMigration(t *testing.T) {
 			}
 			// Back to the schema before arrival numbers, with receipt times a millisecond
 			// apart in that order, the later half received first.
+			undoEventKeys(t, s)
 			var stmts []string
 			for i, e := range append(append(slices.Clone(chain[6:]), chain[:6]...), other...) {
 				stmts = append(stmts, fmt.Sprintf(`UPDATE events SET received_at = %d WHERE event_id = '%s'`, 1000+i, e.ID))

@@ -51,7 +51,8 @@ func dump(tb testing.TB, st Store) string {
 	for _, t := range []struct{ table, order string }{
 		{"rooms", "room_id"},
 		{"events", "event_id"},
-		{"event_edges", "room_id, prev_event_id, event_id"},
+		{"event_edges", "room_id, prev_nid, event_id"},
+		{"gap_edges", "room_id, prev_event_id, event_id"},
 		{"forward_extremities", "room_id, event_id"},
 		{"backward_extremities", "room_id, event_id"},
 	} {

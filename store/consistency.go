@@ -92,15 +92,20 @@ func (s *sqlStore) consistencyProblems(ctx context.Context, tx *sql.Tx, roomID s
 		add("the %d edges disagree with the %d prev events the events list", fromEdges.pairs, fromEvents.pairs)
 	}
 
-	var orphanEdges, events, redacted, rejected, minDepth, maxDepth, unfillable int64
-	if err := tx.QueryRowContext(ctx, s.d.rebind(`SELECT COUNT(*) FROM event_edges g WHERE g.room_id = ?
-		AND NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = g.event_id AND e.room_id = g.room_id)`),
-		roomID).Scan(&orphanEdges); err != nil {
-		return nil, fmt.Errorf("count edges without events: %w", err)
+	misplaced, err := s.misplacedEdges(ctx, tx, roomID)
+	if err != nil {
+		return nil, err
 	}
-	if orphanEdges != 0 {
-		add("%d edges belong to no held event of the room", orphanEdges)
+	if misplaced.orphans != 0 {
+		add("%d edges belong to no held event of the room", misplaced.orphans)
 	}
+	if misplaced.heldGaps != 0 {
+		add("%d edges name a held event as missing (in gap_edges)", misplaced.heldGaps)
+	}
+	if misplaced.lostPrevs != 0 {
+		add("%d edges name by key a prev event the room does not hold", misplaced.lostPrevs)
+	}
+	var events, redacted, rejected, minDepth, maxDepth, unfillable int64
 	var orphanAnswers int64
 	if err := tx.QueryRowContext(ctx, s.d.rebind(`SELECT COUNT(*) FROM gap_attempts a WHERE a.room_id = ?
 		AND NOT EXISTS (SELECT 1 FROM backward_extremities b WHERE b.room_id = a.room_id AND b.event_id = a.event_id)`),
@@ -137,18 +142,19 @@ const (
 	// recomputeForward: held events that no held event lists as a prev. Edge rows exist only
 	// for held events, so "no edge points at it" says exactly that.
 	recomputeForward = `SELECT e.event_id, 0, 0 FROM events e WHERE e.room_id = ?
-		AND NOT EXISTS (SELECT 1 FROM event_edges g WHERE g.room_id = e.room_id AND g.prev_event_id = e.event_id)`
+		AND NOT EXISTS (SELECT 1 FROM event_edges g WHERE g.room_id = e.room_id AND g.prev_nid = e.event_nid)
+		AND NOT EXISTS (SELECT 1 FROM gap_edges g WHERE g.room_id = e.room_id AND g.prev_event_id = e.event_id)`
 	// recomputeBackward: prevs of held events that are not held, with the depths of the
 	// children pointing at them.
 	recomputeBackward = `SELECT g.prev_event_id, MIN(c.depth), MAX(c.depth)
-		FROM event_edges g JOIN events c ON c.event_id = g.event_id
+		FROM gap_edges g JOIN events c ON c.event_id = g.event_id
 		WHERE g.room_id = ? AND NOT EXISTS
 			(SELECT 1 FROM events p WHERE p.event_id = g.prev_event_id AND p.room_id = g.room_id)
 		GROUP BY g.prev_event_id`
 	// recomputeBackwardTS: the same prevs with the newest timestamp of their children (in
 	// the min column).
 	recomputeBackwardTS = `SELECT g.prev_event_id, MAX(c.origin_server_ts), 0
-		FROM event_edges g JOIN events c ON c.event_id = g.event_id
+		FROM gap_edges g JOIN events c ON c.event_id = g.event_id
 		WHERE g.room_id = ? AND NOT EXISTS
 			(SELECT 1 FROM events p WHERE p.event_id = g.prev_event_id AND p.room_id = g.room_id)
 		GROUP BY g.prev_event_id`
@@ -161,11 +167,18 @@ func (s *sqlStore) edgeDigests(ctx context.Context, tx *sql.Tx, roomID string) (
 	if err != nil {
 		return fromEvents, fromEdges, fmt.Errorf("read prev events: %w", err)
 	}
-	fromEdges, err = s.pairDigest(ctx, tx, `SELECT event_id, prev_event_id FROM event_edges WHERE room_id = ?`, roomID, false)
+	// An edge whose key names no held event of the room is left out of the join, and so
+	// makes the digests differ.
+	keyed, err := s.pairDigest(ctx, tx, `SELECT g.event_id, p.event_id FROM event_edges g
+		JOIN events p ON p.event_nid = g.prev_nid AND p.room_id = g.room_id WHERE g.room_id = ?`, roomID, false)
 	if err != nil {
 		return fromEvents, fromEdges, fmt.Errorf("read edges: %w", err)
 	}
-	return fromEvents, fromEdges, nil
+	gaps, err := s.pairDigest(ctx, tx, `SELECT event_id, prev_event_id FROM gap_edges WHERE room_id = ?`, roomID, false)
+	if err != nil {
+		return fromEvents, fromEdges, fmt.Errorf("read the edges of gaps: %w", err)
+	}
+	return fromEvents, digest{keyed.pairs + gaps.pairs, keyed.sum + gaps.sum}, nil
 }
 
 // digest sums a hash of each (event, prev) pair: equal digests mean equal sets of pairs, short

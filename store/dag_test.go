@@ -61,49 +61,61 @@ func newDAG(room string, rawSize int, seed uint64) *dag {
 func (g *dag) grow(n int, fork, merge float64) []Event {
 	events := make([]Event, 0, n)
 	for range n {
-		var prevs []string
-		switch p := g.rng.Float64(); {
-		case len(g.tips) == 0:
-		case p < fork && len(g.recent) > 2:
-			prevs = []string{g.recent[g.rng.IntN(len(g.recent))]}
-		case p < fork+merge && len(g.tips) > 1:
-			i := g.rng.IntN(len(g.tips))
-			j := (i + 1 + g.rng.IntN(len(g.tips)-1)) % len(g.tips)
-			prevs = []string{g.tips[i], g.tips[j]}
-		default:
-			prevs = []string{g.tips[g.rng.IntN(len(g.tips))]}
-		}
-		depth := int64(1)
-		for _, p := range prevs {
-			depth = max(depth, g.depth[p]+1)
-		}
-		g.next++
-		// IDs that do not sort in creation order, so that ID order and depth order differ.
-		id := fmt.Sprintf("$%08x%06d:%s", g.rng.Uint32(), g.next, "example.org")
-		e := makeEvent(g.room, id, depth, prevs, g.rawSize)
-		events = append(events, e)
-
-		g.tips = slices.DeleteFunc(g.tips, func(t string) bool {
-			if !slices.Contains(prevs, t) {
-				return false
-			}
-			if !slices.Contains(g.recent, t) {
-				delete(g.depth, t)
-			}
-			return true
-		})
-		g.tips = append(g.tips, id)
-		g.depth[id] = depth
-		g.recent = append(g.recent, id)
-		if len(g.recent) > 64 {
-			old := g.recent[0]
-			g.recent = g.recent[1:]
-			if !slices.Contains(g.tips, old) {
-				delete(g.depth, old)
-			}
-		}
+		id, depth, prevs := g.step(fork, merge)
+		events = append(events, makeEvent(g.room, id, depth, prevs, g.rawSize))
 	}
 	return events
+}
+
+// skip advances g past n forky events (grow(n, 0.17, 0.2)) without making them, to continue
+// a room built earlier.
+func (g *dag) skip(n int) {
+	for range n {
+		g.step(0.17, 0.2)
+	}
+}
+
+// step draws the next event's place in the DAG.
+func (g *dag) step(fork, merge float64) (id string, depth int64, prevs []string) {
+	switch p := g.rng.Float64(); {
+	case len(g.tips) == 0:
+	case p < fork && len(g.recent) > 2:
+		prevs = []string{g.recent[g.rng.IntN(len(g.recent))]}
+	case p < fork+merge && len(g.tips) > 1:
+		i := g.rng.IntN(len(g.tips))
+		j := (i + 1 + g.rng.IntN(len(g.tips)-1)) % len(g.tips)
+		prevs = []string{g.tips[i], g.tips[j]}
+	default:
+		prevs = []string{g.tips[g.rng.IntN(len(g.tips))]}
+	}
+	depth = 1
+	for _, p := range prevs {
+		depth = max(depth, g.depth[p]+1)
+	}
+	g.next++
+	// IDs that do not sort in creation order, so that ID order and depth order differ.
+	id = fmt.Sprintf("$%08x%06d:%s", g.rng.Uint32(), g.next, "example.org")
+
+	g.tips = slices.DeleteFunc(g.tips, func(t string) bool {
+		if !slices.Contains(prevs, t) {
+			return false
+		}
+		if !slices.Contains(g.recent, t) {
+			delete(g.depth, t)
+		}
+		return true
+	})
+	g.tips = append(g.tips, id)
+	g.depth[id] = depth
+	g.recent = append(g.recent, id)
+	if len(g.recent) > 64 {
+		old := g.recent[0]
+		g.recent = g.recent[1:]
+		if !slices.Contains(g.tips, old) {
+			delete(g.depth, old)
+		}
+	}
+	return id, depth, prevs
 }
 
 // shuffled returns a copy of events in random order.

@@ -12,10 +12,10 @@ import (
 const dagPageSize = 2000
 
 // dagSelect reads an event's place in the DAG. The child count is one range on event_edges'
-// key per event.
+// key per event (a held event's children are all there, none in gap_edges).
 const dagSelect = `SELECT e.event_id, e.depth, e.origin_server_ts, e.type, e.state_key, e.prev_events,
 	e.redacted, e.rejected,
-	(SELECT COUNT(*) FROM event_edges g WHERE g.room_id = e.room_id AND g.prev_event_id = e.event_id)
+	(SELECT COUNT(*) FROM event_edges g WHERE g.room_id = e.room_id AND g.prev_nid = e.event_nid)
 	FROM events e WHERE e.room_id = ?`
 
 func (s *sqlStore) StreamDAG(ctx context.Context, roomID string, minDepth, maxDepth int64, fn func(DAGEvent) error) error {

@@ -76,20 +76,27 @@ func (s *sqlStore) ReferencingEvents(ctx context.Context, roomID string, prevIDs
 		return nil, fmt.Errorf("read the events referencing %d events of %s: limit %d is not positive", len(prevIDs), roomID, limit)
 	}
 	out := make(map[string][]string)
-	// One indexed range per prev on event_edges' key (room_id, prev_event_id, event_id),
-	// already sorted; the rows past the limit are read and dropped, which costs little: a
-	// gap has a few children.
-	err := s.queryIn(ctx, s.db, `SELECT prev_event_id, event_id FROM event_edges WHERE room_id = ? AND prev_event_id IN `,
-		[]any{roomID}, prevIDs, ` ORDER BY prev_event_id, event_id`, func(rows *sql.Rows) error {
-			var prev, id string
-			if err := rows.Scan(&prev, &id); err != nil {
-				return err
-			}
-			if len(out[prev]) < limit {
-				out[prev] = append(out[prev], id)
-			}
-			return nil
-		})
+	// One indexed range per prev on the key of gap_edges (room_id, prev_event_id, event_id)
+	// or, for a held prev, of event_edges (room_id, prev_nid, event_id), already sorted: a
+	// prev is in one table or the other. The rows past the limit are read and dropped,
+	// which costs little: a gap has a few children.
+	scan := func(rows *sql.Rows) error {
+		var prev, id string
+		if err := rows.Scan(&prev, &id); err != nil {
+			return err
+		}
+		if len(out[prev]) < limit {
+			out[prev] = append(out[prev], id)
+		}
+		return nil
+	}
+	err := s.queryIn(ctx, s.db, `SELECT prev_event_id, event_id FROM gap_edges WHERE room_id = ? AND prev_event_id IN `,
+		[]any{roomID}, prevIDs, ` ORDER BY prev_event_id, event_id`, scan)
+	if err == nil {
+		err = s.queryIn(ctx, s.db, `SELECT p.event_id, g.event_id FROM events p
+			JOIN event_edges g ON g.room_id = p.room_id AND g.prev_nid = p.event_nid WHERE p.room_id = ? AND p.event_id IN `,
+			[]any{roomID}, prevIDs, ` ORDER BY p.event_id, g.event_id`, scan)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("read the events referencing %d events of %s: %w", len(prevIDs), roomID, err)
 	}

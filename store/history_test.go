@@ -25,6 +25,7 @@ func TestChildTimestamps(t *testing.T) {
 			if _, err := s.InsertEvents(ctx, "!r", []Event{old}); err != nil {
 				t.Fatal(err)
 			}
+			undoEventKeys(t, s.(*sqlStore))
 			for _, stmt := range []string{
 				`ALTER TABLE backward_extremities DROP COLUMN max_child_ts`,
 				`DROP TABLE server_keys`,

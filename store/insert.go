@@ -28,7 +28,7 @@ func (s *sqlStore) InsertEvents(ctx context.Context, roomID string, events []Eve
 	var res InsertResult
 	err = s.inRoomTx(ctx, roomID, true, func(tx *sql.Tx, room *roomRow) error {
 		var err error
-		res, err = s.insertBatch(ctx, tx, roomID, room, batch)
+		res, err = s.insertBatch(ctx, s.stmts.in(tx), roomID, room, batch)
 		return err
 	})
 	if err != nil {
@@ -74,7 +74,7 @@ func dedupeBatch(roomID string, events []Event) (batch []Event, repeats int, err
 
 // insertBatch sorts the batch into new events, upgrades of redacted copies and duplicates,
 // then writes the new ones and their extremity changes.
-func (s *sqlStore) insertBatch(ctx context.Context, tx *sql.Tx, roomID string, room *roomRow, batch []Event) (InsertResult, error) {
+func (s *sqlStore) insertBatch(ctx context.Context, tx querier, roomID string, room *roomRow, batch []Event) (InsertResult, error) {
 	var res InsertResult
 	held, err := s.heldEvents(ctx, tx, batch)
 	if err != nil {
@@ -108,30 +108,53 @@ func (s *sqlStore) insertBatch(ctx context.Context, tx *sql.Tx, roomID string, r
 	if len(fresh) == 0 {
 		return res, nil
 	}
-	if err := s.insertNewEvents(ctx, tx, roomID, room, fresh, now); err != nil {
+	nids, err := s.insertNewEvents(ctx, tx, room, fresh, now)
+	if err != nil {
 		return res, err
 	}
-	if err := s.updateExtremities(ctx, tx, roomID, room, fresh, now); err != nil {
+	for id, h := range held {
+		if h.roomID == roomID {
+			nids[id] = h.nid
+		}
+	}
+	if err := s.updateExtremities(ctx, tx, roomID, room, fresh, nids, now); err != nil {
 		return res, err
 	}
 	res.New = len(fresh)
 	return res, nil
 }
 
-// heldEvent is how an event of a batch is held already.
+// heldEvent is how an event is held already.
 type heldEvent struct {
 	roomID   string
 	redacted bool
+	nid      int64
 }
 
-// heldEvents looks up which events of the batch are held.
+// heldEvents looks up which events of the batch, and which of the prevs it names outside
+// itself, are held: all in one statement, by ID alone. (With the room in the WHERE clause,
+// SQLite's planner would prefer the (room_id, depth) index and scan the whole room; the
+// callers compare the room.)
 func (s *sqlStore) heldEvents(ctx context.Context, q querier, batch []Event) (map[string]heldEvent, error) {
+	ids := eventIDs(batch)
+	inBatch := make(map[string]bool, len(batch))
+	for _, id := range ids {
+		inBatch[id] = true
+	}
+	for _, e := range batch {
+		for _, p := range e.PrevEvents {
+			if !inBatch[p] {
+				inBatch[p] = true
+				ids = append(ids, p)
+			}
+		}
+	}
 	held := make(map[string]heldEvent)
-	err := s.queryIn(ctx, q, `SELECT event_id, room_id, redacted FROM events WHERE event_id IN `, nil,
-		eventIDs(batch), "", func(rows *sql.Rows) error {
+	err := s.queryIn(ctx, q, `SELECT event_id, room_id, redacted, event_nid FROM events WHERE event_id IN `, nil,
+		ids, "", func(rows *sql.Rows) error {
 			var id string
 			var h heldEvent
-			if err := rows.Scan(&id, &h.roomID, &h.redacted); err != nil {
+			if err := rows.Scan(&id, &h.roomID, &h.redacted, &h.nid); err != nil {
 				return err
 			}
 			held[id] = h
@@ -143,36 +166,30 @@ func (s *sqlStore) heldEvents(ctx context.Context, q querier, batch []Event) (ma
 	return held, nil
 }
 
-// insertNewEvents writes the rows of events not held before, and their edges.
-func (s *sqlStore) insertNewEvents(ctx context.Context, tx *sql.Tx, roomID string, room *roomRow, fresh []Event, now int64) error {
+// insertNewEvents writes the rows of events not held before and returns the keys they got.
+func (s *sqlStore) insertNewEvents(ctx context.Context, tx querier, room *roomRow, fresh []Event, now int64) (map[string]int64, error) {
 	prevJSON := make([]string, len(fresh))
 	for i, e := range fresh {
 		b, err := json.Marshal(append([]string{}, e.PrevEvents...)) // [] rather than null
 		if err != nil {
-			return fmt.Errorf("encode prev events of %s: %w", e.ID, err)
+			return nil, fmt.Errorf("encode prev events of %s: %w", e.ID, err)
 		}
 		prevJSON[i] = string(b)
 	}
 	seqs := arrivalNumbers(fresh, room)
-	if err := s.insertRows(ctx, tx, "events", eventColumns, len(fresh), func(i int, args []any) []any {
+	nids := make(map[string]int64, len(fresh))
+	if err := s.insertRowsReturning(ctx, tx, "events", eventColumns, len(fresh), func(i int, args []any) []any {
 		e := &fresh[i]
 		return append(args, e.ID, e.RoomID, e.Depth, e.OriginServerTS, e.Type, e.StateKey,
 			e.Sender, e.Origin, prevJSON[i], e.Raw, e.Redacted, now, seqs[i])
+	}, "event_id, event_nid", func(rows *sql.Rows) error {
+		var id string
+		var nid int64
+		err := rows.Scan(&id, &nid)
+		nids[id] = nid
+		return err
 	}); err != nil {
-		return err
-	}
-	type edge struct{ event, prev string }
-	var edges []edge
-	for _, e := range fresh {
-		for _, p := range e.PrevEvents {
-			edges = append(edges, edge{e.ID, p})
-		}
-	}
-	if err := s.insertRows(ctx, tx, "event_edges", []string{"room_id", "prev_event_id", "event_id"},
-		len(edges), func(i int, args []any) []any {
-			return append(args, roomID, edges[i].prev, edges[i].event)
-		}); err != nil {
-		return err
+		return nil, err
 	}
 
 	if room.events == 0 {
@@ -186,7 +203,7 @@ func (s *sqlStore) insertNewEvents(ctx context.Context, tx *sql.Tx, roomID strin
 		}
 	}
 	room.events += int64(len(fresh))
-	return nil
+	return nids, nil
 }
 
 // depthRange is the depths of the children that reference a prev event.
@@ -196,12 +213,15 @@ func (r depthRange) widen(o depthRange) depthRange {
 	return depthRange{min(r.min, o.min), max(r.max, o.max)}
 }
 
-// updateExtremities applies what the new events change, with the rows of fresh already written:
+// updateExtremities writes the edges and applies what the new events change, with the rows
+// of fresh already written (nids holds their keys and those of the held events of the room
+// they name):
 //   - a new event that was a backward extremity (a hole) is one no more;
 //   - each prev of a new event: if held, it is no forward extremity any more; if not, it is
 //     a backward extremity (new, or known with one more child);
 //   - a new event becomes a forward extremity if no held event lists it as a prev.
-func (s *sqlStore) updateExtremities(ctx context.Context, tx *sql.Tx, roomID string, room *roomRow, fresh []Event, now int64) error {
+func (s *sqlStore) updateExtremities(ctx context.Context, tx querier, roomID string, room *roomRow, fresh []Event,
+	nids map[string]int64, now int64) error {
 	freshIDs := eventIDs(fresh)
 	isFresh := make(map[string]bool, len(fresh))
 	for _, id := range freshIDs {
@@ -251,22 +271,12 @@ func (s *sqlStore) updateExtremities(ctx context.Context, tx *sql.Tx, roomID str
 			outside = append(outside, p)
 		}
 	}
-	// Looked up by ID alone, the room compared here: with the room in the WHERE clause
-	// SQLite's planner prefers the (room_id, depth) index and scans the whole room.
+	// nids has every held event of the room that a new event names (see heldEvents).
 	var heldOutside []string
-	err = s.queryIn(ctx, tx, `SELECT event_id, room_id FROM events WHERE event_id IN `, nil, outside, "",
-		func(rows *sql.Rows) error {
-			var id, eventRoom string
-			if err := rows.Scan(&id, &eventRoom); err != nil {
-				return err
-			}
-			if eventRoom == roomID {
-				heldOutside = append(heldOutside, id)
-			}
-			return nil
-		})
-	if err != nil {
-		return fmt.Errorf("look up prev events: %w", err)
+	for _, p := range outside {
+		if _, ok := nids[p]; ok {
+			heldOutside = append(heldOutside, p)
+		}
 	}
 	n, err := s.execIn(ctx, tx, `DELETE FROM forward_extremities WHERE room_id = ? AND event_id IN `,
 		[]any{roomID}, heldOutside, "")
@@ -279,26 +289,18 @@ func (s *sqlStore) updateExtremities(ctx context.Context, tx *sql.Tx, roomID str
 		return err
 	}
 
-	// New events that a new event refers to are settled; the rest may have held children
-	// that arrived before them.
+	// A new event is a forward extremity unless a new event refers to it, or a held one,
+	// which named it while it was missing.
+	named, err := s.writeEdges(ctx, tx, roomID, fresh, nids)
+	if err != nil {
+		return err
+	}
 	var unreferenced []string
 	for _, id := range freshIDs {
-		if _, ok := children[id]; !ok {
+		if _, ok := children[id]; !ok && !named[id] {
 			unreferenced = append(unreferenced, id)
 		}
 	}
-	referenced := make(map[string]bool)
-	err = s.queryIn(ctx, tx, `SELECT DISTINCT prev_event_id FROM event_edges WHERE room_id = ? AND prev_event_id IN `,
-		[]any{roomID}, unreferenced, "", func(rows *sql.Rows) error {
-			var id string
-			err := rows.Scan(&id)
-			referenced[id] = true
-			return err
-		})
-	if err != nil {
-		return fmt.Errorf("look up children of new events: %w", err)
-	}
-	unreferenced = slices.DeleteFunc(unreferenced, func(id string) bool { return referenced[id] })
 	if err := s.insertRows(ctx, tx, "forward_extremities", []string{"room_id", "event_id"}, len(unreferenced),
 		func(i int, args []any) []any { return append(args, roomID, unreferenced[i]) }); err != nil {
 		return fmt.Errorf("add forward extremities: %w", err)
@@ -309,7 +311,7 @@ func (s *sqlStore) updateExtremities(ctx context.Context, tx *sql.Tx, roomID str
 
 // addBackwardExtremities records the prevs (outside the batch) that are not held, with the
 // depths and newest timestamp of the children that reference them.
-func (s *sqlStore) addBackwardExtremities(ctx context.Context, tx *sql.Tx, roomID string, room *roomRow,
+func (s *sqlStore) addBackwardExtremities(ctx context.Context, tx querier, roomID string, room *roomRow,
 	outside, heldOutside []string, children map[string]depthRange, childTS map[string]int64, now int64) error {
 	held := make(map[string]bool, len(heldOutside))
 	for _, id := range heldOutside {

@@ -86,7 +86,7 @@ func (s *sqlStore) counterProblems(ctx context.Context, tx *sql.Tx, roomID strin
 		{"count events", `SELECT COUNT(*), COALESCE(MIN(depth), 0), COALESCE(MAX(depth), 0) FROM events WHERE room_id = ?`,
 			[]any{&truth.events, &truth.minDepth, &truth.maxDepth}},
 		{"read the last arrival number", `SELECT COALESCE(MAX(seq), 0) FROM events WHERE room_id = ?`, []any{&lastSeq}},
-		{"count redacted events", `SELECT COUNT(*) FROM events WHERE room_id = ? AND redacted = TRUE`, []any{&truth.redacted}},
+		{"count redacted events", `SELECT COUNT(*) FROM events WHERE room_id = ? AND redacted`, []any{&truth.redacted}},
 		{"count rejected events", `SELECT COUNT(*) FROM events WHERE room_id = ? AND rejected <> ''`, []any{&truth.rejected}},
 		{"count forward extremities", `SELECT COUNT(*), COALESCE(SUM(CASE WHEN e.event_id IS NULL THEN 1 ELSE 0 END), 0)
 			FROM forward_extremities f LEFT JOIN events e ON e.event_id = f.event_id AND e.room_id = f.room_id

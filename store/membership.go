@@ -66,7 +66,9 @@ func (s *sqlStore) RedactedEvents(ctx context.Context, roomID string, after *Pos
 	if limit <= 0 {
 		return nil, fmt.Errorf("redacted events of %s: limit must be positive", roomID)
 	}
-	q, args := topoPage(`SELECT depth, event_id FROM events WHERE room_id = ? AND redacted = ?`, []any{roomID, true}, after, limit)
+	// "AND redacted", not "= ?": the planners use the partial index events_room_redacted
+	// only for a condition they see implies its own.
+	q, args := topoPage(`SELECT depth, event_id FROM events WHERE room_id = ? AND redacted`, []any{roomID}, after, limit)
 	rows, err := s.db.QueryContext(ctx, s.d.rebind(q), args...)
 	if err != nil {
 		return nil, fmt.Errorf("read redacted events of %s: %w", roomID, withContextErr(ctx, err))

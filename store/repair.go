@@ -177,50 +177,62 @@ func (r *repair) unredact(ctx context.Context, ids []string) error {
 // events: rows lost, whose edges stayed.
 func (r *repair) removeStaleEdges(ctx context.Context) ([]string, error) {
 	lost := map[string]bool{}
-	rows, err := r.tx.QueryContext(ctx, r.s.d.rebind(`DELETE FROM event_edges WHERE room_id = ? AND NOT EXISTS
-		(SELECT 1 FROM events e WHERE e.event_id = event_edges.event_id AND e.room_id = event_edges.room_id)
-		RETURNING event_id`), r.roomID)
-	if err != nil {
-		return nil, fmt.Errorf("remove the edges of events not held: %w", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
+	for _, table := range []string{"event_edges", "gap_edges"} {
+		rows, err := r.tx.QueryContext(ctx, r.s.d.rebind(`DELETE FROM `+table+` WHERE room_id = ? AND NOT EXISTS
+			(SELECT 1 FROM events e WHERE e.event_id = `+table+`.event_id AND e.room_id = `+table+`.room_id)
+			RETURNING event_id`), r.roomID)
+		if err != nil {
 			return nil, fmt.Errorf("remove the edges of events not held: %w", err)
 		}
-		lost[id] = true
-		r.res.StaleEdges++
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("remove the edges of events not held: %w", err)
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("remove the edges of events not held: %w", err)
+			}
+			lost[id] = true
+			r.res.StaleEdges++
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return nil, fmt.Errorf("remove the edges of events not held: %w", err)
+		}
 	}
 	return slices.Sorted(maps.Keys(lost)), nil
 }
 
 // rebuildEdgesIfWrong writes the room's edges anew from the events' prev events when the two
-// disagree (an edge lost or added on its own).
+// disagree (an edge lost or added on its own, or a prev lost: its children's edges name it
+// by a key that is gone, and must name it by ID in gap_edges), or when an edge is in the
+// wrong table.
 func (r *repair) rebuildEdgesIfWrong(ctx context.Context) error {
 	fromEvents, fromEdges, err := r.s.edgeDigests(ctx, r.tx, r.roomID)
-	if err != nil || fromEvents == fromEdges {
+	if err != nil {
 		return err
 	}
-	type edge struct{ event, prev string }
+	faults, err := r.s.misplacedEdges(ctx, r.tx, r.roomID)
+	if err != nil || (fromEvents == fromEdges && !faults.any()) {
+		return err
+	}
 	var edges []edge
-	rows, err := r.tx.QueryContext(ctx, r.s.d.rebind(`SELECT event_id, prev_events FROM events WHERE room_id = ?`), r.roomID)
+	nids := map[string]int64{}
+	rows, err := r.tx.QueryContext(ctx, r.s.d.rebind(`SELECT event_id, event_nid, prev_events FROM events WHERE room_id = ?`), r.roomID)
 	if err != nil {
 		return fmt.Errorf("read prev events: %w", err)
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var id, prevJSON string
+		var nid int64
 		var prevs []string
-		if err := rows.Scan(&id, &prevJSON); err != nil {
+		if err := rows.Scan(&id, &nid, &prevJSON); err != nil {
 			return fmt.Errorf("read prev events: %w", err)
 		}
 		if err := json.Unmarshal([]byte(prevJSON), &prevs); err != nil {
 			return fmt.Errorf("prev events of %s: %w", id, err)
 		}
+		nids[id] = nid
 		for _, p := range slices.Compact(slices.Sorted(slices.Values(prevs))) {
 			edges = append(edges, edge{id, p})
 		}
@@ -229,12 +241,26 @@ func (r *repair) rebuildEdgesIfWrong(ctx context.Context) error {
 		return fmt.Errorf("read prev events: %w", err)
 	}
 	rows.Close()
-	if _, err := r.tx.ExecContext(ctx, r.s.d.rebind(`DELETE FROM event_edges WHERE room_id = ?`), r.roomID); err != nil {
-		return fmt.Errorf("remove edges: %w", err)
+	var keyed, gaps []edge
+	for _, e := range edges {
+		if _, held := nids[e.prev]; held {
+			keyed = append(keyed, e)
+		} else {
+			gaps = append(gaps, e)
+		}
 	}
-	if err := r.s.insertRows(ctx, r.tx, "event_edges", []string{"room_id", "prev_event_id", "event_id"}, len(edges),
-		func(i int, args []any) []any { return append(args, r.roomID, edges[i].prev, edges[i].event) }); err != nil {
+	for _, table := range []string{"event_edges", "gap_edges"} {
+		if _, err := r.tx.ExecContext(ctx, r.s.d.rebind(`DELETE FROM `+table+` WHERE room_id = ?`), r.roomID); err != nil {
+			return fmt.Errorf("remove edges: %w", err)
+		}
+	}
+	if err := r.s.insertRows(ctx, r.tx, "event_edges", []string{"room_id", "prev_nid", "event_id"}, len(keyed),
+		func(i int, args []any) []any { return append(args, r.roomID, nids[keyed[i].prev], keyed[i].event) }); err != nil {
 		return fmt.Errorf("write edges: %w", err)
+	}
+	if err := r.s.insertRows(ctx, r.tx, "gap_edges", []string{"room_id", "prev_event_id", "event_id"}, len(gaps),
+		func(i int, args []any) []any { return append(args, r.roomID, gaps[i].prev, gaps[i].event) }); err != nil {
+		return fmt.Errorf("write the edges of gaps: %w", err)
 	}
 	r.res.EdgesRebuilt = true
 	return nil

@@ -189,17 +189,23 @@ func (r *repair) descendants(ctx context.Context, from []string) ([]string, erro
 	found := map[string]bool{}
 	for start := 0; start < len(from); start += maxInList {
 		chunk := from[start:min(len(from), start+maxInList)]
-		args := []any{r.roomID}
-		for _, id := range chunk {
-			args = append(args, id)
+		ids := make([]any, len(chunk))
+		for i, id := range chunk {
+			ids[i] = id
 		}
-		args = append(args, r.roomID)
-		// UNION, not UNION ALL: a merge reached twice is walked once, so the walk ends.
+		args := slices.Concat([]any{r.roomID}, ids, []any{r.roomID}, ids, []any{r.roomID})
+		// UNION, not UNION ALL: a merge reached twice is walked once, so the walk ends. The
+		// walk starts from the children of from, held (event_edges) or not (gap_edges),
+		// and goes on through the keys of the events it reaches.
+		in := `(` + strings.Repeat("?,", len(chunk)-1) + `?)`
 		q := `WITH RECURSIVE d(event_id) AS (
-			SELECT g.event_id FROM event_edges g WHERE g.room_id = ? AND g.prev_event_id IN (` +
-			strings.Repeat("?,", len(chunk)-1) + `?)
+			SELECT g.event_id FROM gap_edges g WHERE g.room_id = ? AND g.prev_event_id IN ` + in + `
 			UNION
-			SELECT g.event_id FROM event_edges g JOIN d ON g.prev_event_id = d.event_id WHERE g.room_id = ?)
+			SELECT g.event_id FROM events p JOIN event_edges g ON g.room_id = p.room_id AND g.prev_nid = p.event_nid
+				WHERE p.room_id = ? AND p.event_id IN ` + in + `
+			UNION
+			SELECT g.event_id FROM d JOIN events p ON p.event_id = d.event_id
+				JOIN event_edges g ON g.room_id = p.room_id AND g.prev_nid = p.event_nid WHERE p.room_id = ?)
 			SELECT event_id FROM d`
 		rows, err := r.tx.QueryContext(ctx, r.s.d.rebind(q), args...)
 		if err != nil {

@@ -241,6 +241,7 @@ var migrations = []migration{
 			`CREATE UNIQUE INDEX events_room_seq ON events (room_id, seq)`,
 		},
 	},
+	integerEventKeys,
 }
 
 // migrate applies the migrations the database lacks, all in one transaction: DDL is

@@ -13,6 +13,8 @@ type sqlStore struct {
 	d   *dialect
 	db  *sql.DB // reads
 	wdb *sql.DB // write transactions; the same pool as db on PostgreSQL
+	// stmts keeps the write path's prepared statements on SQLite's writer; nil elsewhere.
+	stmts *stmtCache
 }
 
 var _ Store = (*sqlStore)(nil)
@@ -24,6 +26,7 @@ type querier interface {
 }
 
 func (s *sqlStore) Close() error {
+	s.stmts.close()
 	err := s.db.Close()
 	if s.wdb != s.db {
 		err = errors.Join(err, s.wdb.Close())
@@ -70,6 +73,7 @@ func withContextErr(ctx context.Context, err error) error {
 }
 
 func (s *sqlStore) roomTx(ctx context.Context, roomID string, create bool, fn func(tx *sql.Tx, room *roomRow) error) error {
+	s.stmts.prepareWanted(ctx)
 	tx, err := s.wdb.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
