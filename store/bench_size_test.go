@@ -37,14 +37,7 @@ const (
 // PostgreSQL's room is built in each run (its databases live and die with the test server),
 // once for both batch sizes.
 func BenchmarkInsertAtSize(b *testing.B) {
-	size := 1_000_000
-	if v := os.Getenv("ROOMSYNC_BENCH_ROOM_EVENTS"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 200_000 {
-			b.Fatalf("ROOMSYNC_BENCH_ROOM_EVENTS=%q: want a number of at least 200000", v)
-		}
-		size = n
-	}
+	size := benchRoomSize(b)
 	sqliteAt := map[int]float64{} // batch size → events/s at the largest size
 	for _, batch := range []int{100, 500} {
 		b.Run(fmt.Sprintf("sqlite/batch=%d", batch), func(b *testing.B) {
@@ -107,6 +100,20 @@ func loadAverage() string {
 		return "load average unknown"
 	}
 	return fmt.Sprintf("load average %s on %d CPUs", strings.Join(strings.Fields(string(avg))[:3], " "), runtime.NumCPU())
+}
+
+// benchRoomSize is the largest room of the benchmarks that build rooms of a million events,
+// or ROOMSYNC_BENCH_ROOM_EVENTS.
+func benchRoomSize(b *testing.B) int {
+	v := os.Getenv("ROOMSYNC_BENCH_ROOM_EVENTS")
+	if v == "" {
+		return 1_000_000
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 200_000 {
+		b.Fatalf("ROOMSYNC_BENCH_ROOM_EVENTS=%q: want a number of at least 200000", v)
+	}
+	return n
 }
 
 // benchSeed and benchBuildBatch fix the cached rooms: a change to either is another room.

@@ -74,12 +74,17 @@ var integerEventKeys = migration{
 			event_id      TEXT NOT NULL,
 			PRIMARY KEY (room_id, prev_event_id, event_id)
 		){{WITHOUT_ROWID}}`,
+		// Each edge is looked up once, in the order of the old key, which is the order of
+		// the ID index; the edges to held prevs are then written in the order of their new
+		// key, rather than at random.
+		`CREATE TEMPORARY TABLE edge_split AS
+			SELECT g.room_id, g.prev_event_id, g.event_id, p.event_nid AS prev_nid FROM event_edges g
+			LEFT JOIN events p ON p.event_id = g.prev_event_id AND p.room_id = g.room_id`,
 		`INSERT INTO event_edges_by_nid (room_id, prev_nid, event_id)
-		SELECT g.room_id, p.event_nid, g.event_id FROM event_edges g
-			JOIN events p ON p.event_id = g.prev_event_id AND p.room_id = g.room_id`,
+		SELECT room_id, prev_nid, event_id FROM edge_split WHERE prev_nid IS NOT NULL ORDER BY room_id, prev_nid, event_id`,
 		`INSERT INTO gap_edges (room_id, prev_event_id, event_id)
-		SELECT g.room_id, g.prev_event_id, g.event_id FROM event_edges g
-		WHERE NOT EXISTS (SELECT 1 FROM events p WHERE p.event_id = g.prev_event_id AND p.room_id = g.room_id)`,
+		SELECT room_id, prev_event_id, event_id FROM edge_split WHERE prev_nid IS NULL`,
+		`DROP TABLE edge_split`,
 		`DROP TABLE event_edges`,
 		`ALTER TABLE event_edges_by_nid RENAME TO event_edges`,
 	},
