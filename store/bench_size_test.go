@@ -26,16 +26,19 @@ const (
 // at three sizes, in one run: the first 100,000 events of an empty room, and 100,000 events
 // into rooms of 500,000 and 1,000,000 (ROOMSYNC_BENCH_ROOM_EVENTS changes the largest size;
 // the middle one is half of it), in batches of 100 (what one /backfill answer brings) and
-// 500. A window of 100,000 events spans a few checkpoints of SQLite's WAL. PostgreSQL is
-// measured at the largest size, 50,000 events in each batch size. Each figure is printed
-// beside its goal and the machine's load, with the CPU time an event took, which other
+// 500, each batch the children of what is held; then 100,000 events backfilled into the
+// largest room, newest first, each batch filling the gaps the one before left. A window of
+// 100,000 events spans a few checkpoints of SQLite's WAL. PostgreSQL is measured at the
+// largest size, 50,000 events a window: in each batch size, with the server's durability
+// and with synchronous_commit=off, then backfilled. Each figure is printed beside its goal
+// and the machine's load, with the CPU time an event took in this process, which other
 // processes on a busy machine do not inflate as they do the wall time.
 //
 // The large SQLite rooms are built once with large batches and kept, checkpointed, under the
 // temp dir (roomsync-bench/, named by schema version and page size), so that a rerun only
 // copies them; each measurement starts from a fresh copy so that it sees the same room.
 // PostgreSQL's room is built in each run (its databases live and die with the test server),
-// once for both batch sizes.
+// once for all its windows.
 func BenchmarkInsertAtSize(b *testing.B) {
 	size := benchRoomSize(b)
 	sqliteAt := map[int]float64{} // batch size → events/s at the largest size
@@ -53,44 +56,118 @@ func BenchmarkInsertAtSize(b *testing.B) {
 				goalSQLiteEventsPerSec, count(size), batch, verdict(sqliteAt[batch], goalSQLiteEventsPerSec), loadAverage())
 		})
 	}
-	// PostgreSQL's room is one database for both batch sizes, dropped when the benchmark
-	// ends; it is built by the first sub-benchmark that runs, and grown by each.
+	b.Run("sqlite/backfill/batch=100", func(b *testing.B) {
+		g := newDAG(room, 1024, benchSeed)
+		g.skip(size)
+		rate := insertBackfill(b, openTest(b, openRoomCache(b).sqliteRoomAt(b, size)), g, size, 100_000, 100)
+		b.ReportMetric(rate, fmt.Sprintf("events/s@%s", count(size)))
+		b.Logf("SQLite backfilling into %s events (batch 100): %.0f events/s; %s", count(size), rate, loadAverage())
+	})
+	// PostgreSQL's room is one database for every window, dropped when the benchmark ends;
+	// it is built by the first sub-benchmark that runs, and each window grows it.
 	var pgURL string
 	if os.Getenv(postgresEnv) != "" {
 		pgURL = postgresTestURL(b)
 	}
-	var pg Store
-	var pgDAG *dag
-	pgAt := size
-	b.Cleanup(func() {
-		if pg != nil {
-			pg.Close()
-		}
-	})
-	for _, batch := range []int{100, 500} {
-		b.Run(fmt.Sprintf("postgres/batch=%d", batch), func(b *testing.B) {
+	pg := &pgRoom{size: size}
+	b.Cleanup(pg.close)
+	for _, w := range []struct {
+		name  string
+		batch int
+		async bool
+	}{{"batch=100", 100, false}, {"batch=500", 500, false}, {"async-commit/batch=100", 100, true},
+		{"async-commit/batch=500", 500, true}, {"backfill/batch=100", 100, false}} {
+		b.Run("postgres/"+w.name, func(b *testing.B) {
 			if pgURL == "" {
 				postgresTestURL(b) // skips, or fails in CI
 			}
-			if pg == nil {
-				s, err := Open(context.Background(), pgURL)
-				if err != nil {
-					b.Fatal(err)
-				}
-				pg, pgDAG = s, newDAG(room, 1024, benchSeed)
-				took := buildRoom(b, pg, pgDAG, size, benchBuildBatch)
-				b.Logf("built a PostgreSQL room of %s events in %v", count(size), took.Round(time.Second))
+			s := pg.store(b, pgURL, w.async)
+			var rate float64
+			if strings.HasPrefix(w.name, "backfill") {
+				rate = insertBackfill(b, s, pg.dag, pg.at, 50_000, w.batch)
+			} else {
+				rate = insertWindowFrom(b, s, pg.dag, pg.at, 50_000, w.batch)
 			}
-			rate := insertWindowFrom(b, pg, pgDAG, pgAt, 50_000, batch)
-			pgAt += 50_000
+			pg.at += 50_000
 			b.ReportMetric(rate, fmt.Sprintf("events/s@%s", count(size)))
-			if lite, ok := sqliteAt[batch]; ok {
-				b.Logf("goal: PostgreSQL ≥ SQLite/%.1f = %.0f events/s at %s events (batch %d): %s; %s",
-					goalPostgresFactor, lite/goalPostgresFactor, count(size), batch,
-					verdict(rate, lite/goalPostgresFactor), loadAverage())
+			if lite, ok := sqliteAt[w.batch]; ok && !strings.HasPrefix(w.name, "backfill") {
+				b.Logf("goal: PostgreSQL%s ≥ SQLite/%.1f = %.0f events/s at %s events (batch %d): %s; %s",
+					map[bool]string{true: " with synchronous_commit=off"}[w.async], goalPostgresFactor,
+					lite/goalPostgresFactor, count(size), w.batch, verdict(rate, lite/goalPostgresFactor), loadAverage())
 			}
 		})
 	}
+}
+
+// pgRoom is BenchmarkInsertAtSize's PostgreSQL room, with a store of the default durability
+// and one whose commits do not wait for the WAL to reach the disk (synchronous_commit=off,
+// which a store URL may ask for: the database stays consistent, and a crash of the server
+// loses at most the last commits, as a crash of the machine does on SQLite).
+type pgRoom struct {
+	size        int
+	sync, async Store
+	dag         *dag
+	at          int
+}
+
+func (r *pgRoom) store(b *testing.B, u string, async bool) Store {
+	b.Helper()
+	if r.sync == nil {
+		s, err := Open(context.Background(), u)
+		if err != nil {
+			b.Fatal(err)
+		}
+		r.sync, r.dag, r.at = s, newDAG(room, 1024, benchSeed), r.size
+		took := buildRoom(b, s, r.dag, r.size, benchBuildBatch)
+		b.Logf("built a PostgreSQL room of %s events in %v", count(r.size), took.Round(time.Second))
+	}
+	if !async {
+		return r.sync
+	}
+	if r.async == nil {
+		sep := "?"
+		if strings.Contains(u, "?") {
+			sep = "&"
+		}
+		s, err := Open(context.Background(), u+sep+"synchronous_commit=off")
+		if err != nil {
+			b.Fatal(err)
+		}
+		r.async = s
+	}
+	return r.async
+}
+
+func (r *pgRoom) close() {
+	for _, s := range []Store{r.sync, r.async} {
+		if s != nil {
+			s.Close()
+		}
+	}
+}
+
+// insertBackfill inserts the next n events of g newest first, a batch at a time, as a
+// backfill brings them: each batch fills the gaps the one before left, and leaves new ones.
+func insertBackfill(b *testing.B, s Store, g *dag, at, n, batch int) float64 {
+	b.Helper()
+	events := g.grow(n, 0.17, 0.2)
+	var took, cpu time.Duration
+	for end := n; end > 0; end -= batch {
+		start, startCPU := time.Now(), cpuTime(b)
+		if _, err := s.InsertEvents(b.Context(), room, events[max(0, end-batch):end]); err != nil {
+			b.Fatalf("backfill at %d events: %v", at+n-end, err)
+		}
+		took += time.Since(start)
+		cpu += cpuTime(b) - startCPU
+	}
+	r, err := s.Room(b.Context(), room)
+	if err != nil || r.BackwardExtremities != 0 {
+		b.Fatalf("after the backfill: %d gaps (%v), want none", r.BackwardExtremities, err)
+	}
+	rate := float64(n) / took.Seconds()
+	b.Logf("%s events backfilled into a room of %s in batches of %d: %.0f events/s (%.0f µs CPU an event)",
+		count(n), count(at), batch, rate, float64(cpu.Microseconds())/float64(n))
+	return rate
 }
 
 // loadAverage is the machine's load, for figures measured on a machine others use too.

@@ -14,13 +14,15 @@ import (
 type edge struct{ event, prev string }
 
 // writeEdges writes the edges of the fresh events, whose keys and those of their held prevs
-// are in nids, and moves to event_edges the edges of held events that named a fresh event
-// while it was missing. It returns the fresh events so named: a held event points at them.
-func (s *sqlStore) writeEdges(ctx context.Context, tx querier, roomID string, fresh []Event, nids map[string]int64) (map[string]bool, error) {
+// are in nids, and moves to event_edges the edges of held events that named one of mayFill
+// (the fresh events, or none in a room without gaps) while it was missing. It returns the
+// fresh events so named: a held event points at them.
+func (s *sqlStore) writeEdges(ctx context.Context, tx querier, roomID string, fresh []Event, mayFill []string,
+	nids map[string]int64) (map[string]bool, error) {
 	var keyed, gaps []edge
 	named := make(map[string]bool)
 	err := s.queryIn(ctx, tx, `DELETE FROM gap_edges WHERE room_id = ? AND prev_event_id IN `, []any{roomID},
-		eventIDs(fresh), ` RETURNING event_id, prev_event_id`, func(rows *sql.Rows) error {
+		mayFill, ` RETURNING event_id, prev_event_id`, func(rows *sql.Rows) error {
 			var e edge
 			err := rows.Scan(&e.event, &e.prev)
 			keyed = append(keyed, e)

@@ -228,9 +228,15 @@ func (s *sqlStore) updateExtremities(ctx context.Context, tx querier, roomID str
 		isFresh[id] = true
 	}
 
+	// A room without gaps has no gap a new event fills, nor edges naming a missing event:
+	// a room that is live, or converged, skips the statements that look for them.
+	var mayFill []string
+	if room.backward > 0 {
+		mayFill = freshIDs
+	}
 	var filled []string
 	err := s.queryIn(ctx, tx, `DELETE FROM backward_extremities WHERE room_id = ? AND event_id IN `,
-		[]any{roomID}, freshIDs, ` RETURNING event_id, unfillable`, func(rows *sql.Rows) error {
+		[]any{roomID}, mayFill, ` RETURNING event_id, unfillable`, func(rows *sql.Rows) error {
 			var id string
 			var unfillable bool
 			if err := rows.Scan(&id, &unfillable); err != nil {
@@ -291,7 +297,7 @@ func (s *sqlStore) updateExtremities(ctx context.Context, tx querier, roomID str
 
 	// A new event is a forward extremity unless a new event refers to it, or a held one,
 	// which named it while it was missing.
-	named, err := s.writeEdges(ctx, tx, roomID, fresh, nids)
+	named, err := s.writeEdges(ctx, tx, roomID, fresh, mayFill, nids)
 	if err != nil {
 		return err
 	}
