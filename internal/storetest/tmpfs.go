@@ -58,6 +58,22 @@ func (f *Tmpfs) Resize(tb testing.TB, size int64) {
 	}
 }
 
+// Shrink makes the file system hold what it holds now and margin bytes more, as a disk that
+// has just that much left, while a writer may be filling it: the size must not fall below
+// what is used by the time it is set, so it is tried again a bounded number of times.
+func (f *Tmpfs) Shrink(tb testing.TB, margin int64) {
+	tb.Helper()
+	var err error
+	for range 50 {
+		used, _ := f.Usage(tb)
+		err = syscall.Mount("tmpfs", f.Dir, "tmpfs", syscall.MS_REMOUNT|syscall.MS_NOSUID|syscall.MS_NODEV, fmt.Sprintf("size=%d", used+margin))
+		if err == nil {
+			return
+		}
+	}
+	tb.Fatalf("shrink the tmpfs on %s to what it holds: %v", f.Dir, err)
+}
+
 // Usage is how much of the file system is used, and its size, in bytes.
 func (f *Tmpfs) Usage(tb testing.TB) (used, size int64) {
 	tb.Helper()
