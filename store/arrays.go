@@ -3,14 +3,22 @@ package store
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // insertArrays is insertRowsReturning on PostgreSQL: the rows go as one array a column, which
 // unnest turns back into rows. A statement of a dozen parameters is planned in no time, where
 // a batch's VALUES list of a thousand parameters or more took PostgreSQL longer to plan than
 // to run; and its text is the same for any number of rows, so pgx prepares it once.
+//
+// The INSERT has no ON CONFLICT clause: with one, PostgreSQL inserts each row speculatively,
+// checking every unique index first and confirming the row after, which cost a fifth of the
+// events' insert. A row that exists already fails the statement instead, which aborts the
+// transaction as the ErrConflict it is reported as does.
 func (s *sqlStore) insertArrays(ctx context.Context, tx querier, table string, cols []string,
 	n int, row func(i int, args []any) []any, returning string, scan func(*sql.Rows) error) error {
 	if n == 0 {
@@ -39,14 +47,18 @@ func (s *sqlStore) insertArrays(ctx context.Context, tx querier, table string, c
 	for j, c := range columns {
 		params[j] = c.values()
 	}
-	q := s.d.insertHead + table + " (" + strings.Join(cols, ", ") + ") SELECT * FROM unnest(" +
-		strings.Join(casts, ", ") + ")" + s.d.insertTail
+	q := "INSERT INTO " + table + " (" + strings.Join(cols, ", ") + ") SELECT * FROM unnest(" +
+		strings.Join(casts, ", ") + ")"
 	var inserted int64
 	var err error
 	if returning == "" {
 		inserted, err = execCount(ctx, tx, s.d.rebind(q), params)
 	} else {
 		inserted, err = queryCount(ctx, tx, s.d.rebind(q+" RETURNING "+returning), params, scan)
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "23505" { // unique_violation
+		return fmt.Errorf("insert into %s: a row exists already (another writer?): %w: %w", table, ErrConflict, err)
 	}
 	if err != nil {
 		return fmt.Errorf("insert into %s: %w", table, err)
