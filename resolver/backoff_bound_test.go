@@ -8,7 +8,7 @@ import (
 	"github.com/roomsync/roomsync/resolver/federation"
 )
 
-// TestFailuresWithin: the bound against a caller that asks as often as it may (every 10 ms
+// TestFailuresWithin: the bound against a caller that asks as often as it may (every 25 ms
 // of a fake clock, a hot loop) a peer that never answers, for windows from a second to an
 // hour: what gets through never exceeds FailuresWithin, and comes close to it (the jitter
 // makes waits at most 1.5× the shortest); the bound grows with the logarithm of the window
@@ -32,7 +32,7 @@ func TestFailuresWithin(t *testing.T) {
 		}
 		for _, outcome := range []federation.Outcome{federation.OutcomeUnreachable, federation.OutcomeServerError} {
 			// backoff draws its jitter from the global source: each run differs.
-			for range 20 {
+			for range 5 {
 				// The longest waits are 1.5× the shortest (±20% jitter): at least what the
 				// shortest ones let through in two thirds of the window gets through.
 				got, least := hotLoopFailures(c.window, outcome), FailuresWithin(c.window*2/3)
@@ -45,14 +45,14 @@ func TestFailuresWithin(t *testing.T) {
 }
 
 // hotLoopFailures is how many requests to one endpoint of a peer failing with outcome a
-// caller makes within window when it asks every 10 ms and sends whenever the peer set lets
+// caller makes within window when it asks every 25 ms and sends whenever the peer set lets
 // it, other endpoints answering in between (they reset no back-off of this one).
 func hotLoopFailures(window time.Duration, outcome federation.Outcome) int {
 	clock := time.Unix(1_000_000, 0)
 	s := NewPeerSet([]string{"b"})
 	s.now = func() time.Time { return clock }
 	end, sent := clock.Add(window), 0
-	for ; !clock.After(end); clock = clock.Add(10 * time.Millisecond) {
+	for ; !clock.After(end); clock = clock.Add(25 * time.Millisecond) {
 		if len(s.Available("make_join")) == 0 {
 			continue
 		}
