@@ -277,9 +277,14 @@ func (p *pass) peerHeads(ctx context.Context, peer string, tryJoin bool) (a head
 		}
 		p.log.V(1).Info("make_join refused; asking timestamp_to_event", "peer", peer, "error", err.Error())
 	}
+	if p.r.cfg.Peers.Unimplemented(peer, "timestamp_to_event") {
+		// It said lately that it has no such endpoint (Dendrite v0.13.8): asked again hourly.
+		return a
+	}
 	head, err := ask(ctx, p, peer, "timestamp_to_event", func(ctx context.Context) (string, error) {
 		return p.r.cfg.Client.LatestEvent(ctx, peer, p.roomID, p.r.cfg.Now())
 	})
+	p.r.cfg.Peers.RecordUnimplemented(peer, "timestamp_to_event", err)
 	if err == nil {
 		a.ok, a.heads = true, []string{head}
 	}

@@ -52,6 +52,9 @@ type peerHealth struct {
 	endpoints map[string]*endpointHealth
 	lastErr   string
 	contact   time.Time
+	// unimplemented: endpoints (by bare name, for every room) the peer said it does not
+	// implement, each with when to ask it again (see PeerSet.Unimplemented).
+	unimplemented map[string]time.Time
 }
 
 type endpointHealth struct {

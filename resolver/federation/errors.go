@@ -77,6 +77,31 @@ func Classify(err error) (Outcome, time.Duration) {
 	return OutcomeBadResponse, 0
 }
 
+// Unimplemented reports whether err is a peer saying it has no such endpoint, rather than
+// answering from it: 404 (an unknown path) or 405 (an unknown method) with errcode
+// M_UNRECOGNIZED, as the spec asks (MSC3743) and Dendrite v0.13.8 answers
+// /timestamp_to_event; 404 or 405 with no Matrix error at all (older Dendrites' "404 page not
+// found", Conduit's empty body, a proxy's page); or older Synapses' 400 M_UNRECOGNIZED. The
+// same tests as Synapse's own client (FederationClient._is_unknown_endpoint). A 404 with any
+// other errcode (M_NOT_FOUND: no such event or room) is an endpoint's answer.
+func Unimplemented(err error) bool {
+	var httpErr mautrix.HTTPError
+	if !errors.As(err, &httpErr) || httpErr.Response == nil {
+		return false
+	}
+	code := ""
+	if httpErr.RespError != nil {
+		code = httpErr.RespError.ErrCode
+	}
+	switch httpErr.Response.StatusCode {
+	case http.StatusNotFound, http.StatusMethodNotAllowed:
+		return code == "" || code == mautrix.MUnrecognized.ErrCode
+	case http.StatusBadRequest:
+		return code == mautrix.MUnrecognized.ErrCode
+	}
+	return false
+}
+
 // maxRetryAfter caps the back-off a peer may ask for: an hour. A peer still overloaded after
 // that says so again; a bad or hostile value cannot silence a peer for longer, and a huge one
 // saturates here instead of overflowing into a short wait (retry_after_ms of 2^62 times a

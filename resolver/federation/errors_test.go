@@ -80,3 +80,48 @@ func TestRetryAfterFromTheWire(t *testing.T) {
 		t.Errorf("Classify(%v) = %s, %v; want %s, %v", err, outcome, retry, OutcomeRateLimited, maxRetryAfter)
 	}
 }
+
+// TestUnimplemented: what a peer without an endpoint answers, as each server answers it,
+// through mautrix's error parsing, against the answers of an endpoint the peer has.
+func TestUnimplemented(t *testing.T) {
+	cases := []struct {
+		name        string
+		status      int
+		contentType string
+		body        string
+		want        bool
+	}{
+		{"Dendrite v0.13.8: 404 M_UNRECOGNIZED", 404, "application/json", `{"errcode":"M_UNRECOGNIZED","error":"Unrecognized request"}`, true},
+		{"a known path, an unknown method: 405 M_UNRECOGNIZED", 405, "application/json", `{"errcode":"M_UNRECOGNIZED","error":"Unrecognized request"}`, true},
+		{"older Dendrite: 404 page not found", 404, "text/plain; charset=utf-8", "404 page not found\n", true},
+		{"older Conduit: 404 with no body", 404, "", "", true},
+		{"a proxy's page", 404, "text/html", "<html><body><h1>404 Not Found</h1></body></html>", true},
+		{"older Synapse: 400 M_UNRECOGNIZED", 400, "application/json", `{"errcode":"M_UNRECOGNIZED","error":"Unrecognized request"}`, true},
+		{"no such event: 404 M_NOT_FOUND", 404, "application/json", `{"errcode":"M_NOT_FOUND","error":"Unable to find event from 1 in direction b"}`, false},
+		{"not allowed to see it: 403 M_FORBIDDEN", 403, "application/json", `{"errcode":"M_FORBIDDEN","error":"Host not in room"}`, false},
+		{"a bad parameter: 400 M_INVALID_PARAM", 400, "application/json", `{"errcode":"M_INVALID_PARAM","error":"dir"}`, false},
+		{"a bad request without a Matrix error", 400, "text/plain", "bad request", false},
+		{"a server error: 500 M_UNRECOGNIZED", 500, "application/json", `{"errcode":"M_UNRECOGNIZED","error":"?"}`, false},
+		{"an answer", 200, "application/json", `{"event_id":"$e","origin_server_ts":1}`, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p := newPeerServer(t, "peer.example", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if tc.contentType != "" {
+					w.Header().Set("Content-Type", tc.contentType)
+				}
+				w.WriteHeader(tc.status)
+				_, _ = w.Write([]byte(tc.body))
+			}))
+			_, err := p.client.LatestEvent(context.Background(), "peer.example", "!r:x", time.Now())
+			if got := Unimplemented(err); got != tc.want {
+				t.Errorf("Unimplemented(%v) = %v, want %v", err, got, tc.want)
+			}
+		})
+	}
+	for _, err := range []error{nil, context.DeadlineExceeded, ErrBadResponse} {
+		if Unimplemented(err) {
+			t.Errorf("Unimplemented(%v) = true", err)
+		}
+	}
+}
