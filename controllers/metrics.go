@@ -29,6 +29,7 @@ type Metrics struct {
 	PeerHealthy      *prometheus.GaugeVec
 	ReconcileSeconds *prometheus.HistogramVec
 	RoomJoined       *prometheus.GaugeVec
+	StoreFull        *prometheus.GaugeVec
 	// The live path: what peers push to our listener.
 	Transactions *prometheus.CounterVec
 	PDUsReceived *prometheus.CounterVec
@@ -104,6 +105,12 @@ func NewMetrics() *Metrics {
 			Name: "roomsync_room_joined",
 			Help: "1 when our user is joined to a room of a RoomSync, else 0.",
 		}, []string{"namespace", "name", "room"})
+		// The Ready reason StoreFull as a series: no other says that passes store nothing,
+		// as the rooms' series keep their last values while the store refuses writes.
+		m.StoreFull = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "roomsync_store_full",
+			Help: "1 while the last pass of a RoomSync found the event store full (Ready reason StoreFull), else 0.",
+		}, []string{"namespace", "name"})
 		m.Transactions = prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "roomsync_transactions_received_total",
 			Help: "Transactions (PUT /send) peers pushed to our listener and we took, by origin.",
@@ -133,7 +140,7 @@ func NewMetrics() *Metrics {
 		}, []string{"endpoint"})
 		ctrlmetrics.Registry.MustRegister(m.EventsStored, m.EventsRejected, m.Requests, m.RequestDuration,
 			m.RoomEvents, m.RoomGaps, m.RoomUnfillable, m.RoomConverged, m.RoomLastSync, m.PeerHealthy,
-			m.ReconcileSeconds, m.RoomJoined, m.Transactions, m.PDUsReceived, m.LiveLatency,
+			m.ReconcileSeconds, m.RoomJoined, m.StoreFull, m.Transactions, m.PDUsReceived, m.LiveLatency,
 			m.ServedRequests, m.ServedEvents, m.ServeDuration)
 		// Served from the start at zero, so that a rate over them is defined before the first
 		// request, and the dashboard and alerts find them on a replica nobody has asked yet.
@@ -209,12 +216,23 @@ func (m *Metrics) setPeer(namespace, name string, p resolver.PeerStatus) {
 	m.PeerHealthy.WithLabelValues(namespace, name, p.ServerName).Set(healthy)
 }
 
-// forget drops a RoomSync's per-room and per-peer series (deleted, or the room or peer left
-// its spec).
+// setStoreFull publishes whether a pass found the store full, from the error decide returned
+// (a waiting error with the reason StoreFull): 0 after every other pass, so that the series
+// exists from a RoomSync's first pass on.
+func (m *Metrics) setStoreFull(namespace, name string, err error) {
+	full := 0.0
+	if w, ok := asWaiting(err); ok && w.Reason == roomsyncv1alpha1.ReasonStoreFull {
+		full = 1
+	}
+	m.StoreFull.WithLabelValues(namespace, name).Set(full)
+}
+
+// forget drops a RoomSync's series, with its rooms' and peers' (deleted, or the room or peer
+// left its spec).
 func (m *Metrics) forget(namespace, name string) {
 	labels := prometheus.Labels{"namespace": namespace, "name": name}
 	for _, g := range []*prometheus.GaugeVec{m.RoomEvents, m.RoomGaps, m.RoomUnfillable, m.RoomConverged,
-		m.RoomLastSync, m.PeerHealthy, m.RoomJoined} {
+		m.RoomLastSync, m.PeerHealthy, m.RoomJoined, m.StoreFull} {
 		g.DeletePartialMatch(labels)
 	}
 }

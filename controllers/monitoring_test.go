@@ -45,6 +45,8 @@ func TestMonitoringMetricsAreServed(t *testing.T) {
 		fmt.Sprintf(`roomsync_peer_healthy{name="monitored",namespace=%q,peer=%q} 1`, ns, honest.ServerName()),
 		fmt.Sprintf(`roomsync_peer_healthy{name="unreachable",namespace=%q,peer=%q} 0`, ns, down.ServerName()),
 		fmt.Sprintf(`roomsync_room_last_sync_timestamp_seconds{name="monitored",namespace=%q,room=%q} `, ns, room.ID),
+		// At 0 from the first pass, so that the alert has a series before the disk fills.
+		fmt.Sprintf(`roomsync_store_full{name="monitored",namespace=%q} 0`, ns),
 		fmt.Sprintf(`roomsync_events_rejected_total{reason="bad_signature",room=%q} `, room.ID),
 		`controller_runtime_active_workers{controller="roomsync"} `,
 		`controller_runtime_reconcile_errors_total{controller="roomsync"} `,

@@ -157,7 +157,11 @@ func (r *RoomSyncReconciler) reconcileRooms(ctx context.Context, obj *roomsyncv1
 			r.Syncer.Metrics.setPeer(obj.Namespace, obj.Name, peer)
 		}
 	}
-	return decide(obj, results, peers)
+	v, err := decide(obj, results, peers)
+	if r.Syncer.Metrics != nil {
+		r.Syncer.Metrics.setStoreFull(obj.Namespace, obj.Name, err)
+	}
+	return v, err
 }
 
 // finish writes the conditions of a verdict (or of a step's error), records an Event on a

@@ -10,10 +10,12 @@ import (
 )
 
 // TestDiskFull: the manager's SQLite store sits on a tmpfs that fills up (is shrunk to what it
-// holds) once a quarter of the Dendrite room it converges is stored. The pass that finds the disk full fails with the reason StoreFull and the
-// database's own words; what was stored before is all still there and consistent (inspect
-// --check); nothing more is stored while the disk stays full. Once the tmpfs grows, as a
-// volume would, the manager resumes by itself and converges to Dendrite's room.
+// holds) once a quarter of the Dendrite room it converges is stored. The pass that finds the
+// disk full fails with the reason StoreFull and the database's own words, and
+// roomsync_store_full turns 1; what was stored before is all still there and consistent
+// (inspect --check); nothing more is stored while the disk stays full. Once the tmpfs grows,
+// as a volume would, the manager resumes by itself and converges to Dendrite's room (and
+// roomsync_store_full is 0 again).
 func TestDiskFull(t *testing.T) {
 	d := startDendrite(t)
 	room := d.seed(t, "", faultRoomEvents(t, 600))
@@ -25,7 +27,7 @@ func TestDiskFull(t *testing.T) {
 
 	env := startEnv(t)
 	dir := t.TempDir()
-	_, args := operatorIdentity(t, dir, storeURL, "--allow-private-networks", "--insecure-skip-tls-verify")
+	op, args := operatorIdentity(t, dir, storeURL, "--allow-private-networks", "--insecure-skip-tls-verify")
 	applyArchive(t, env, dir, room, "  membership:\n    join: Never\n", d)
 	m := startManagerProcess(t, env, filepath.Join(dir, "manager.log"), args...)
 	// Two minutes, and more for the large rooms of `make soak`.
@@ -46,6 +48,8 @@ func TestDiskFull(t *testing.T) {
 	if full.Status != "False" || !strings.Contains(full.Message, "database or disk is full") {
 		t.Errorf("Ready %s, message %q: want False, in SQLite's words", full.Status, full.Message)
 	}
+	// The series of the RoomSyncStoreFull alert says it too.
+	assertStoreFullSeries(t, op.metricsURL, 1)
 	// The same reason on a Warning Event, for `kubectl get events` and alerting on Events.
 	if out, err := env.Kubectl("get", "events", "--field-selector", "reason=StoreFull,type=Warning", "-o", "name"); err != nil || strings.TrimSpace(out) == "" {
 		t.Errorf("no Warning Event with reason StoreFull: %v %s", err, out)
@@ -71,6 +75,7 @@ func TestDiskFull(t *testing.T) {
 	t.Logf("%d of %d events stored when the disk filled; Ready %v after it grew, with %s of %s used",
 		len(held), len(want), time.Since(t0).Round(time.Second), mib(used), mib(size))
 	assertStoreEquals(t, storeURL, room, d.eventIDs(t, room))
+	assertStoreFullSeries(t, op.metricsURL, 0)
 	after := map[string]bool{}
 	for _, id := range storedIDs(t, storeURL, room) {
 		after[id] = true
@@ -81,6 +86,15 @@ func TestDiskFull(t *testing.T) {
 		}
 	}
 	assertCheckClean(t, storeURL, room)
+}
+
+// assertStoreFullSeries checks the archive RoomSync's roomsync_store_full, which the
+// manager sets at every pass: the RoomSyncStoreFull alert fires on it.
+func assertStoreFullSeries(t *testing.T, metricsURL string, want float64) {
+	t.Helper()
+	if got, ok := scrape(t, metricsURL).by("roomsync_store_full", "name", nil)["archive"]; !ok || got != want {
+		t.Errorf("roomsync_store_full of archive: %v (served: %v), want %v", got, ok, want)
+	}
 }
 
 // storedIDs lists the room's events in the store (inspect --event-ids).
