@@ -44,7 +44,9 @@ func (p *pass) accept(ctx context.Context, peer, endpoint string, raws []json.Ra
 	if lie != nil {
 		// Every event of the answer is dropped, including the ones that verified.
 		p.r.cfg.Peers.Record(peer, p.endpoint(endpoint), federation.OutcomeBadResponse, 0, lie)
+		p.mu.Lock()
 		p.res.Err = fmt.Errorf("discarded answer of %s: %w", peer, lie)
+		p.mu.Unlock()
 		return nil, false, nil
 	}
 	held, err = p.keep(ctx, peer, events)

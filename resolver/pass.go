@@ -200,7 +200,7 @@ func (p *pass) backfillFrom(ctx context.Context, ids []string) error {
 		if err != nil {
 			continue
 		}
-		if _, _, err := p.accept(ctx, peer, "backfill", raws, nil); err != nil {
+		if _, err := p.follow(ctx, peer, raws); err != nil {
 			return err
 		}
 		if want, err = p.missing(ctx, want); err != nil {
@@ -561,7 +561,7 @@ func (p *pass) fill(ctx context.Context, exts []store.BackwardExtremity) error {
 			continue
 		}
 		att.answered++
-		_, kept, err := p.accept(ctx, peer, "backfill", raws, nil)
+		kept, err := p.follow(ctx, peer, raws)
 		if err != nil {
 			return err
 		}
@@ -758,7 +758,7 @@ func ask[T any](ctx context.Context, p *pass, peer, endpoint string, do func(con
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.res.Requests++
-	if err != nil {
+	if err != nil && !errors.Is(context.Cause(ctx), errChainStopped) {
 		p.res.Err = fmt.Errorf("%s from %s: %w", endpoint, peer, err)
 		p.log.V(1).Info("Federation request failed", "peer", peer, "endpoint", endpoint, "outcome", string(outcome), "error", err.Error())
 	}

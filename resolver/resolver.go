@@ -78,6 +78,12 @@ func (h History) BackwardFilter() store.BackwardFilter {
 	return f
 }
 
+// leadsBelow says whether the prevs of an event at depth, sent at ts (Unix milliseconds), are
+// within the history bound: the test BackwardFilter applies to a held child.
+func (h History) leadsBelow(depth, ts int64) bool {
+	return (h.MinDepth <= 0 || depth >= h.MinDepth+1) && (h.Since.IsZero() || ts >= h.Since.UnixMilli())
+}
+
 // Observer hears about requests and events, for metrics and progress. Methods must be cheap
 // and safe for concurrent use.
 type Observer interface {

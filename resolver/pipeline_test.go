@@ -1,0 +1,100 @@
+package resolver_test
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"maunium.net/go/mautrix/id"
+
+	"github.com/roomsync/roomsync/internal/fixturepeer"
+	"github.com/roomsync/roomsync/store"
+)
+
+// insertWatch is a store that, on the insert of the k-th /backfill page, waits (bounded) for
+// the peer to have received a k+1-th /backfill request before storing: it notes whether the
+// request for the page below travelled before the page was stored.
+type insertWatch struct {
+	store.Store
+	peer *fixturepeer.Peer
+	wait time.Duration
+
+	mu                  sync.Mutex
+	pages, whileStoring int64
+}
+
+func (w *insertWatch) InsertEvents(ctx context.Context, roomID string, events []store.Event) (store.InsertResult, error) {
+	if len(events) > 1 {
+		w.mu.Lock()
+		w.pages++
+		k := w.pages
+		w.mu.Unlock()
+		deadline := time.Now().Add(w.wait)
+		for w.peer.Count(fixturepeer.EndpointBackfill) <= k && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		if w.peer.Count(fixturepeer.EndpointBackfill) > k {
+			w.mu.Lock()
+			w.whileStoring++
+			w.mu.Unlock()
+		}
+	}
+	return w.Store.InsertEvents(ctx, roomID, events)
+}
+
+// TestBackfillIsPipelined: the /backfill for the page below is asked while a page is stored,
+// not after; a pull that waits for the store would make each page wait out the bound.
+func TestBackfillIsPipelined(t *testing.T) {
+	room := fixturepeer.MustGenerate(t, fixturepeer.RoomOptions{Seed: 11, Events: 1000, Linear: true})
+	peer := fixturepeer.Start(t, room)
+	h := newHarness(t, room, []*fixturepeer.Peer{peer})
+	watch := &insertWatch{Store: h.store, peer: peer, wait: 3 * time.Second}
+	h = newHarnessOnStore(t, room, []*fixturepeer.Peer{peer}, watch)
+
+	results := h.syncUntilDone(5)
+	if last := results[len(results)-1]; !last.Converged {
+		t.Fatalf("last pass %+v: want converged", last)
+	}
+	h.assertHolds(room.IDSet(), nil)
+	// 10 pages of 100: all but the last have a page below them.
+	if watch.pages < 10 || watch.whileStoring < watch.pages-1 {
+		t.Errorf("the next /backfill travelled while %d of %d pages were stored, want all but the last",
+			watch.whileStoring, watch.pages)
+	}
+	// Following pages asks for nothing twice: one /backfill a page of 100.
+	if n := peer.Count(fixturepeer.EndpointBackfill); n > 11 {
+		t.Errorf("%d /backfill requests for 1,000 events in pages of 100", n)
+	}
+}
+
+// TestLieMidChainStopsTheChain: a peer that slips another room's event into a later page of a
+// followed pull has that answer discarded, the request it had in flight dropped without
+// counting against it or the pass as a failure, and the honest peer fills the rest.
+func TestLieMidChainStopsTheChain(t *testing.T) {
+	room := fixturepeer.MustGenerate(t, fixturepeer.RoomOptions{Seed: 12, Events: 1000, Linear: true})
+	liar := fixturepeer.Start(t, room, fixturepeer.WithLies(fixturepeer.Lie{
+		Kind: fixturepeer.LieForeignEvent, Endpoint: fixturepeer.EndpointBackfill, Events: []id.EventID{room.Events[450].ID},
+	}))
+	honest := fixturepeer.Start(t, room)
+	h := newHarness(t, room, []*fixturepeer.Peer{liar, honest})
+	results := h.syncUntilDone(20)
+	h.assertHolds(room.IDSet(), nil)
+	discarded := false
+	for _, r := range results {
+		if r.Err == nil {
+			continue
+		}
+		if strings.Contains(r.Err.Error(), "stopped") || strings.Contains(r.Err.Error(), "canceled") {
+			t.Errorf("pass error %q: a chain stopped by us is no failure", r.Err)
+		}
+		discarded = discarded || strings.Contains(r.Err.Error(), "discarded answer of "+liar.ServerName())
+	}
+	if !discarded {
+		t.Error("no pass reported the liar's discarded answer")
+	}
+	if honest.Count(fixturepeer.EndpointBackfill)+honest.Count(fixturepeer.EndpointEvent) == 0 {
+		t.Error("the honest peer was never asked")
+	}
+}
