@@ -2,13 +2,20 @@ package resolver_test
 
 import (
 	"context"
+	"crypto/ed25519"
+	"encoding/base64"
+	jsonv2 "encoding/json/v2"
 	"fmt"
 	"path/filepath"
+	"runtime"
 	"testing"
 	"time"
 
 	"github.com/go-logr/logr"
+	"maunium.net/go/mautrix/crypto/canonicaljson"
 	mfed "maunium.net/go/mautrix/federation"
+	"maunium.net/go/mautrix/federation/pdu"
+	"maunium.net/go/mautrix/id"
 
 	"github.com/roomsync/roomsync/internal/fixturepeer"
 	"github.com/roomsync/roomsync/resolver"
@@ -30,39 +37,173 @@ func BenchmarkConverge(b *testing.B) {
 		b.Run(tc.name, func(b *testing.B) {
 			room := fixturepeer.MustGenerate(b, tc.opts)
 			peer := fixturepeer.Start(b, room)
-			var requests, events int
-			var took time.Duration
-			for i := 0; i < b.N; i++ {
-				b.StopTimer()
-				st, res := benchResolver(b, peer, i)
-				b.StartTimer()
-				start := time.Now()
-				for pass := 0; pass < 100; pass++ {
-					r, err := res.SyncRoom(context.Background(), string(room.ID), resolver.History{})
-					if err != nil {
-						b.Fatal(err)
-					}
-					requests += r.Requests
-					events += r.Stored
-					if r.Converged {
-						break
-					}
-				}
-				took += time.Since(start)
-				b.StopTimer()
-				_ = st.Close()
-				b.StartTimer()
-			}
-			perRun := float64(events) / float64(b.N)
-			if int(perRun) != len(room.Events) {
-				b.Fatalf("stored %.0f events per run, want %d", perRun, len(room.Events))
-			}
+			c := converge(b, room, peer)
 			minimum := float64(len(room.Events)) / 100
-			b.ReportMetric(float64(events)/took.Seconds(), "events/s")
-			b.ReportMetric(float64(requests)/float64(b.N)/perRun*1000, "requests/1000events")
-			b.ReportMetric(float64(requests)/float64(b.N)/minimum, "x-min-requests")
+			b.ReportMetric(c.eventsPerSecond(), "events/s")
+			b.ReportMetric(float64(c.requests)/float64(b.N)/float64(len(room.Events))*1000, "requests/1000events")
+			b.ReportMetric(float64(c.requests)/float64(b.N)/minimum, "x-min-requests")
 		})
 	}
+}
+
+// convergence is what b.N syncs of a room from scratch took.
+type convergence struct {
+	events, requests int
+	took             time.Duration
+	mallocs          uint64 // heap allocations while syncing, the fixture peer's included
+}
+
+func (c convergence) eventsPerSecond() float64 { return float64(c.events) / c.took.Seconds() }
+
+// converge syncs room from peer into a fresh SQLite store b.N times, timing the syncs only.
+func converge(b *testing.B, room *fixturepeer.Room, peer *fixturepeer.Peer) convergence {
+	b.Helper()
+	var c convergence
+	var before, after runtime.MemStats
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		st, res := benchResolver(b, peer, i)
+		runtime.ReadMemStats(&before)
+		b.StartTimer()
+		start := time.Now()
+		for pass := 0; pass < 100; pass++ {
+			r, err := res.SyncRoom(context.Background(), string(room.ID), resolver.History{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			c.requests += r.Requests
+			c.events += r.Stored
+			if r.Converged {
+				break
+			}
+		}
+		c.took += time.Since(start)
+		b.StopTimer()
+		runtime.ReadMemStats(&after)
+		c.mallocs += after.Mallocs - before.Mallocs
+		_ = st.Close()
+		b.StartTimer()
+	}
+	if perRun := c.events / b.N; perRun != len(room.Events) || c.events%b.N != 0 {
+		b.Fatalf("stored %d events in %d runs, want %d a run", c.events, b.N, len(room.Events))
+	}
+	return c
+}
+
+// BenchmarkVerifiedIngest sets verified ingest against what signature checks alone allow.
+// ed25519-bound is crypto/ed25519's Verify of one real signature, that of a message of the
+// room below (a ~1 KiB event: the bytes signed are its redacted form, ~0.5 KiB), on every
+// core (b.RunParallel): verifies/s, the most events/s any verification can reach, one
+// signature each. linear-20k is BenchmarkConverge's linear room synced from the fixture peer
+// (events, content hashes and signatures checked, stored in SQLite, state computed): events/s,
+// ns and heap allocations an event (the fixture peer's own included), and that rate as a
+// fraction of the bound measured just before in the same run (goal: at least 0.4). Run both
+// together: -bench 'VerifiedIngest$'.
+func BenchmarkVerifiedIngest(b *testing.B) {
+	room := fixturepeer.MustGenerate(b, fixturepeer.RoomOptions{Seed: 1, Events: 20000, Linear: true, BodySize: 200})
+	var bound float64
+	b.Run("ed25519-bound", func(b *testing.B) {
+		pub, msg, sig := realSignature(b, room)
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if !ed25519.Verify(pub, msg, sig) {
+					b.Error("the signature does not verify")
+					return
+				}
+			}
+		})
+		bound = float64(b.N) / b.Elapsed().Seconds()
+		b.ReportMetric(bound, "verifies/s")
+		b.ReportMetric(float64(len(msg)), "signed-bytes")
+	})
+	b.Run("linear-20k", func(b *testing.B) {
+		peer := fixturepeer.Start(b, room)
+		c := converge(b, room, peer)
+		rate := c.eventsPerSecond()
+		b.ReportMetric(rate, "events/s")
+		b.ReportMetric(float64(c.took.Nanoseconds())/float64(c.events), "ns/event")
+		b.ReportMetric(float64(c.mallocs)/float64(c.events), "allocs/event")
+		if bound > 0 {
+			b.ReportMetric(rate/bound, "x-ed25519-bound")
+			b.Logf("verified ingest %.0f events/s, %.2f× the ed25519 bound of %.0f verifies/s on %d cores (goal ≥ 0.4×)",
+				rate, rate/bound, bound, runtime.GOMAXPROCS(0))
+		}
+	})
+}
+
+// BenchmarkVerifyPDU is the verification of one event on one core: ed25519 is Verify of a
+// real signature alone, pdu is VerifyPDU of the events of a linear room in turn, keys at hand
+// (event ID, room, content hash and signature: everything VerifyPDU checks); ns, bytes and
+// allocations an event, and pdu's time as a multiple of ed25519's (1 would be the signature
+// check and nothing else).
+func BenchmarkVerifyPDU(b *testing.B) {
+	room := fixturepeer.MustGenerate(b, fixturepeer.RoomOptions{Seed: 1, Events: 2000, Linear: true, BodySize: 200})
+	getKey := room.KeyFunc()
+	keys := func(_ context.Context, server string, keyID id.KeyID, ts time.Time) (id.SigningKey, time.Time, error) {
+		return getKey(server, keyID, ts)
+	}
+	var single time.Duration
+	b.Run("ed25519", func(b *testing.B) {
+		pub, msg, sig := realSignature(b, room)
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			if !ed25519.Verify(pub, msg, sig) {
+				b.Fatal("the signature does not verify")
+			}
+		}
+		single = b.Elapsed() / time.Duration(b.N)
+	})
+	b.Run("pdu", func(b *testing.B) {
+		ctx := context.Background()
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			ev := room.Events[i%len(room.Events)]
+			if _, rej := resolver.VerifyPDU(ctx, string(room.ID), string(room.Version), ev.JSON, keys); rej != nil {
+				b.Fatal(rej)
+			}
+		}
+		if single > 0 {
+			b.ReportMetric(float64(b.Elapsed())/float64(b.N)/float64(single), "x-ed25519")
+		}
+	})
+}
+
+// realSignature is the origin's key, the bytes it signed and its signature for a message of
+// room, taken from the event as the peer serves it and checked once here.
+func realSignature(b *testing.B, room *fixturepeer.Room) (ed25519.PublicKey, []byte, []byte) {
+	b.Helper()
+	for _, ev := range room.Events {
+		if ev.Type != "m.room.message" {
+			continue
+		}
+		var p pdu.PDU
+		if err := jsonv2.Unmarshal(ev.JSON, &p); err != nil {
+			b.Fatal(err)
+		}
+		key := fixturepeer.OriginKey(ev.Origin)
+		pub, err := base64.RawStdEncoding.DecodeString(string(key.Pub))
+		if err != nil {
+			b.Fatal(err)
+		}
+		sig, err := base64.RawStdEncoding.DecodeString(p.Signatures[ev.Origin][key.ID])
+		if err != nil {
+			b.Fatal(err)
+		}
+		msg, err := canonicaljson.Marshal(p.Clone().RedactForSignature(room.Version))
+		if err != nil {
+			b.Fatal(err)
+		}
+		if !ed25519.Verify(pub, msg, sig) {
+			b.Fatalf("the signature of %s does not verify", ev.ID)
+		}
+		b.Logf("event %s: %d bytes, %d signed", ev.ID, len(ev.JSON), len(msg))
+		return pub, msg, sig
+	}
+	b.Fatal("no message in the room")
+	return nil, nil, nil
 }
 
 func benchResolver(b *testing.B, peer *fixturepeer.Peer, i int) (store.Store, *resolver.Resolver) {
