@@ -2,6 +2,9 @@ package resolver
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json/v2"
 	"errors"
 	"fmt"
@@ -12,6 +15,7 @@ import (
 	"github.com/tidwall/gjson"
 	"maunium.net/go/mautrix/crypto/canonicaljson"
 	"maunium.net/go/mautrix/federation/pdu"
+	"maunium.net/go/mautrix/federation/signutil"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/roomsync/roomsync/store"
@@ -84,15 +88,39 @@ func VerifyPDU(ctx context.Context, roomID, roomVersion string, raw []byte, keys
 	if p.Type == "" || p.Sender == "" || p.Depth < 0 {
 		return store.Event{}, reject(RejectMalformed, "", "PDU lacks type or sender, or has a negative depth")
 	}
-	eventID, err := p.GetEventID(version)
+	if p.Hashes == nil {
+		// As mautrix computes the event ID: a PDU without hashes gets its content hash filled
+		// in, which the signatures then cover (and which holds).
+		if err := p.FillContentHash(); err != nil {
+			return store.Event{}, reject(RejectMalformed, "", "compute event ID: %w", err)
+		}
+	}
+	// No signature covers unsigned and the store does not keep it.
+	p.Unsigned = nil
+	forms, fast := encodePDU(&p, p.Type, p.Content, version, false)
+	defer forms.release()
+	signed := forms.signed
+	if !fast {
+		var err error
+		if signed, err = canonicaljson.Marshal(p.Clone().RedactForSignature(version)); err != nil {
+			return store.Event{}, reject(RejectMalformed, "", "compute event ID: %w", err)
+		}
+	}
+	evID, err := eventIDOf(version, signed)
 	if err != nil {
 		return store.Event{}, reject(RejectMalformed, "", "compute event ID: %w", err)
 	}
-	evID := string(eventID)
 
 	// Room ID: version 12 create events have none, their room ID is their own hash.
 	if p.Type == "m.room.create" && p.StateKey != nil && *p.StateKey == "" && version.RoomIDIsCreateEventID() {
-		derived, err := p.GetRoomID()
+		var derived id.RoomID
+		var err error
+		if gjson.GetBytes(p.Content, "room_version").Str == string(version) {
+			// The reference hash under the room's version, which is the create event's.
+			derived = id.RoomID("!" + evID[1:])
+		} else {
+			derived, err = p.GetRoomID()
+		}
 		if err != nil || string(derived) != roomID {
 			return store.Event{}, reject(RejectWrongRoom, evID, "create event derives room ID %q, want %q (%v)", derived, roomID, err)
 		}
@@ -113,38 +141,118 @@ func VerifyPDU(ctx context.Context, roomID, roomVersion string, raw []byte, keys
 		}
 	}
 	if r := verifySignatures(ctx, evID, servers, keys, func(server string, getKey pdu.GetKeyFunc) error {
-		return p.VerifySignature(version, server, getKey)
+		return verifySignature(version, p.Signatures[server], server, p.OriginServerTS, signed, getKey)
 	}); r != nil {
 		return store.Event{}, r
 	}
 
-	redacted := !p.VerifyContentHash()
-	if redacted {
-		// The signature covers the redacted form, which verified: keep that form.
-		p.Redact(version)
+	var redacted bool
+	if fast {
+		redacted = p.Hashes.SHA256 == nil || !hmac.Equal(forms.contentHash[:], p.Hashes.SHA256)
+	} else {
+		redacted = !p.VerifyContentHash()
 	}
-	p.Unsigned = nil
 	prevs := make([]string, len(p.PrevEvents))
 	for i, prev := range p.PrevEvents {
 		prevs[i] = string(prev)
 	}
-	return storedEvent(store.Event{
+	ev := store.Event{
 		ID: evID, RoomID: roomID, Depth: p.Depth, OriginServerTS: p.OriginServerTS, Type: p.Type,
 		StateKey: p.StateKey, Sender: string(p.Sender), Origin: senderServer, PrevEvents: prevs,
 		Redacted: redacted,
-	}, &p)
+	}
+	if redacted {
+		// The signature covers the redacted form, which verified: keep that form.
+		p.Redact(version)
+		p.Unsigned = nil
+		return storedEvent(ev, nil, &p)
+	}
+	return storedEvent(ev, forms.full, &p)
 }
 
-// storedEvent completes the store's copy of a PDU that verified: its canonical JSON as kept
-// (verified is the PDU, already redacted if it had to be, and stripped of unsigned). An event that lists
-// itself as a prev is refused.
-func storedEvent(ev store.Event, verified any) (store.Event, *Rejection) {
+// eventIDOf is the event ID whose reference hash is that of signed (the redacted PDU without
+// signatures), as version encodes it. A version 12 room ID is the same with '!'.
+func eventIDOf(version id.RoomVersion, signed []byte) (string, error) {
+	hash := sha256.Sum256(signed)
+	var enc *base64.Encoding
+	switch version.EventIDFormat() {
+	case id.EventIDFormatBase64:
+		enc = base64.RawStdEncoding
+	case id.EventIDFormatURLSafeBase64:
+		enc = base64.RawURLEncoding
+	default:
+		return "", fmt.Errorf("unknown event ID format %v", version.EventIDFormat())
+	}
+	out := make([]byte, 1+enc.EncodedLen(len(hash)))
+	out[0] = '$'
+	enc.Encode(out[1:], hash[:])
+	return string(out), nil
+}
+
+// verifySignature is mautrix's PDU.VerifySignature over signed, the redacted form already
+// encoded: one of server's signatures must verify and none may fail; a key that is not
+// found, or (where the room version says so) expired before the event, verifies nothing.
+func verifySignature(version id.RoomVersion, sigs map[id.KeyID]string, server string, ts int64, signed []byte, getKey pdu.GetKeyFunc) error {
+	if len(sigs) == 0 {
+		return fmt.Errorf("no signatures found for server %s", server)
+	}
+	originServerTS := time.UnixMilli(ts)
+	verified := false
+	var errorList []error
+	for keyID, sig := range sigs {
+		key, validUntil, err := getKey(server, keyID, originServerTS)
+		if err != nil {
+			return fmt.Errorf("failed to get key %s for %s: %w", keyID, server, err)
+		} else if key == "" {
+			errorList = append(errorList, fmt.Errorf("key %s not found for %s", keyID, server))
+		} else if validUntil.Before(originServerTS) && version.EnforceSigningKeyValidity() {
+			errorList = append(errorList, fmt.Errorf("key %s for %s is only valid until %s, but event is from %s", keyID, server, validUntil, originServerTS))
+		} else if err = signutil.VerifyJSONCanonical(key, sig, signed); err != nil {
+			return fmt.Errorf("failed to verify signature from key %s: %w", keyID, err)
+		} else {
+			verified = true
+		}
+	}
+	if !verified {
+		return fmt.Errorf("no verifiable signatures found for server %s: %w", server, errors.Join(errorList...))
+	}
+	return nil
+}
+
+// verifyV1Signature is mautrix's RoomV1PDU.VerifySignature over signed: every signature of
+// server must verify, with a key that is found, and there must be one.
+func verifyV1Signature(sigs map[id.KeyID]string, server string, ts int64, signed []byte, getKey pdu.GetKeyFunc) error {
+	verified := false
+	for keyID, sig := range sigs {
+		originServerTS := time.UnixMilli(ts)
+		key, _, err := getKey(server, keyID, originServerTS)
+		if err != nil {
+			return fmt.Errorf("failed to get key %s for %s: %w", keyID, server, err)
+		} else if key == "" {
+			return fmt.Errorf("key %s not found for %s", keyID, server)
+		} else if err = signutil.VerifyJSONCanonical(key, sig, signed); err != nil {
+			return fmt.Errorf("failed to verify signature from key %s: %w", keyID, err)
+		}
+		verified = true
+	}
+	if !verified {
+		return fmt.Errorf("no verifiable signatures found for server %s", server)
+	}
+	return nil
+}
+
+// storedEvent completes the store's copy of a PDU that verified: its canonical JSON as kept,
+// canonical if it was encoded already, else verified's (verified is the PDU, already redacted
+// if it had to be, and stripped of unsigned). An event that lists itself as a prev is refused.
+func storedEvent(ev store.Event, canonical []byte, verified any) (store.Event, *Rejection) {
 	if slices.Contains(ev.PrevEvents, ev.ID) {
 		return store.Event{}, reject(RejectInconsistentSelf, ev.ID, "event lists itself as a prev event")
 	}
-	canonical, err := canonicaljson.Marshal(verified)
-	if err != nil {
-		return store.Event{}, reject(RejectMalformed, ev.ID, "re-encode PDU: %w", err)
+	if canonical == nil {
+		var err error
+		if canonical, err = canonicaljson.Marshal(verified); err != nil {
+			return store.Event{}, reject(RejectMalformed, ev.ID, "re-encode PDU: %w", err)
+		}
 	}
 	ev.Raw = canonical
 	return ev, nil
@@ -201,23 +309,47 @@ func verifyV1PDU(ctx context.Context, roomID string, version id.RoomVersion, raw
 	if idServer != senderServer {
 		servers = append(servers, idServer)
 	}
+	p.Unsigned = nil
+	forms, fast := encodePDU(&p, p.Type, p.Content, version, true)
+	defer forms.release()
+	signed := forms.signed
+	// What mautrix's VerifySignature would fail on before any key, for each server.
+	var signErr error
+	if !p.SupportsRoomVersion(version) {
+		signErr = fmt.Errorf("RoomV1PDU.VerifySignature: unsupported room version %s", version)
+	} else if !fast {
+		var err error
+		if signed, err = canonicaljson.Marshal(p.Clone().RedactForSignature(version)); err != nil {
+			signErr = fmt.Errorf("failed to marshal redacted PDU to verify signature: %w", err)
+		}
+	}
 	if r := verifySignatures(ctx, evID, servers, keys, func(server string, getKey pdu.GetKeyFunc) error {
-		return p.VerifySignature(version, server, getKey)
+		if signErr != nil {
+			return signErr
+		}
+		return verifyV1Signature(p.Signatures[server], server, p.OriginServerTS, signed, getKey)
 	}); r != nil {
 		return store.Event{}, r
 	}
-	redacted := !p.VerifyContentHash()
-	if redacted {
-		p.Redact(version)
+	var redacted bool
+	if fast {
+		redacted = p.Hashes == nil || !hmac.Equal(forms.contentHash[:], p.Hashes.SHA256)
+	} else {
+		redacted = !p.VerifyContentHash()
 	}
-	p.Unsigned = nil
 	prevs := make([]string, len(p.PrevEvents))
 	for i, prev := range p.PrevEvents {
 		prevs[i] = string(prev.ID)
 	}
-	return storedEvent(store.Event{
+	ev := store.Event{
 		ID: evID, RoomID: roomID, Depth: p.Depth, OriginServerTS: p.OriginServerTS, Type: p.Type,
 		StateKey: p.StateKey, Sender: string(p.Sender), Origin: senderServer, PrevEvents: prevs,
 		Redacted: redacted,
-	}, &p)
+	}
+	if redacted {
+		p.Redact(version)
+		p.Unsigned = nil
+		return storedEvent(ev, nil, &p)
+	}
+	return storedEvent(ev, forms.full, &p)
 }
