@@ -28,6 +28,16 @@
 #       Joins (with --join-from) and pages /messages back to m.room.create, --limit events a
 #       page (default 100), for hack/bench-dendrite.sh; prints
 #       "events=N pages=P seconds=S reached_create=true|false join_seconds=J".
+#   hack/dendrite.sh backfill-rate SERVER_NAME ROOM_ID --signing-key FILE --tls-cert FILE
+#                                  --tls-key FILE [--listen 127.0.0.1:PORT] [--limit N]
+#       How fast the Dendrite SERVER_NAME serves ROOM_ID over federation /backfill, for
+#       hack/bench-dendrite.sh (internal/rawbackfill): serves the key of FILE (`roomsync
+#       keygen`) over TLS on --listen (default a free loopback port) and signs as
+#       127.0.0.1:PORT; make_join (not timed) gives the room version and the forward
+#       extremities; then pages /backfill from them, --limit events a request (default 100),
+#       each next request asking for the prev_events not yet seen, until none is left: only
+#       parsing and event IDs, no checks, no storage. Timed from the first request to the
+#       last; prints "events=N requests=R seconds=S reached_create=true|false room_version=V".
 #
 # Everything but the results goes to stderr, so `name=$(hack/dendrite.sh start …)` works.
 # Environment: DENDRITE_START_TIMEOUT (seconds, default 30), DENDRITE_STOP_TIMEOUT (default 10),

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/roomsync/roomsync/internal/dendrite"
+	"github.com/roomsync/roomsync/internal/rawbackfill"
+	"github.com/roomsync/roomsync/resolver/federation"
 )
 
 const usageText = `usage: hack/dendrite.sh build
@@ -26,12 +28,15 @@ const usageText = `usage: hack/dendrite.sh build
        hack/dendrite.sh seed DIR HTTP_PORT COUNT [--room ROOM_ID] [--join-from SERVER_NAME] [--parallel N] [--user LOCALPART]
                                 [--history VISIBILITY] [--join-rule RULE]
        hack/dendrite.sh event-ids DIR HTTP_PORT ROOM_ID [--user LOCALPART]
-       hack/dendrite.sh paginate DIR HTTP_PORT ROOM_ID [--join-from SERVER_NAME] [--limit N] [--user LOCALPART]`
+       hack/dendrite.sh paginate DIR HTTP_PORT ROOM_ID [--join-from SERVER_NAME] [--limit N] [--user LOCALPART]
+       hack/dendrite.sh backfill-rate SERVER_NAME ROOM_ID --signing-key FILE --tls-cert FILE --tls-key FILE
+                                [--listen 127.0.0.1:PORT] [--limit N]`
 
 // errUsage makes main print the usage and exit 2.
 var errUsage = errors.New("usage")
 
-// clientTimeout bounds seed, event-ids and paginate, as the former hack/dendrite-seed did.
+// clientTimeout bounds seed, event-ids, paginate and backfill-rate, as the former
+// hack/dendrite-seed did.
 const clientTimeout = 10 * time.Minute
 
 func main() {
@@ -93,8 +98,43 @@ func run(ctx context.Context, args []string) error {
 		ctx, cancel := context.WithTimeout(ctx, clientTimeout)
 		defer cancel()
 		return client(ctx, cmd, &dendrite.Peer{Root: root, Dir: rest[0], HTTPPort: port, Logf: logf}, rest[2], rest[3:])
+	case cmd == "backfill-rate" && len(rest) >= 2:
+		ctx, cancel := context.WithTimeout(ctx, clientTimeout)
+		defer cancel()
+		return backfillRate(ctx, rest[0], rest[1], rest[2:])
 	}
 	return errUsage
+}
+
+// backfillRate walks room back over /backfill from the Dendrite named server as fast as it
+// serves, signing as 127.0.0.1:PORT (PORT that of --listen, or one free), whose key it serves
+// there; prints internal/rawbackfill's result line.
+func backfillRate(ctx context.Context, server, room string, flags []string) error {
+	f, err := parseFlags(flags, "--signing-key", "--tls-cert", "--tls-key", "--listen", "--limit")
+	if err != nil {
+		return err
+	}
+	if f["--signing-key"] == "" || f["--tls-cert"] == "" || f["--tls-key"] == "" {
+		return errUsage
+	}
+	limit := 100
+	if s, ok := f["--limit"]; ok {
+		if limit, err = strconv.Atoi(s); err != nil || limit < 1 {
+			return errUsage
+		}
+	}
+	key, err := federation.LoadSigningKey(f["--signing-key"])
+	if err != nil {
+		return err
+	}
+	r, err := rawbackfill.Measure(ctx, rawbackfill.Options{
+		Peer: server, Room: room, Limit: limit, Key: key, Listen: f["--listen"],
+		TLSCert: f["--tls-cert"], TLSKey: f["--tls-key"], Logf: logf,
+	})
+	if err == nil {
+		fmt.Println(r)
+	}
+	return err
 }
 
 // client runs seed, event-ids or paginate against the client API of p; arg is COUNT or
