@@ -145,5 +145,5 @@ demo: ## A control plane, two Dendrites, the manager and a RoomSync on loopback 
 	@go run ./hack/demo
 
 .PHONY: bench-dendrite
-bench-dendrite: ## Events/s of roomsync sync vs a Dendrite backfilling the same room (BENCH_EVENTS=2000).
+bench-dendrite: ## Events/s of roomsync sync vs a Dendrite backfilling the same room and vs its raw /backfill (BENCH_EVENTS=2000, or BENCH_SIZES=2000,10000).
 	@hack/bench-dendrite.sh

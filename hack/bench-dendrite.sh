@@ -1,28 +1,46 @@
 #!/usr/bin/env bash
 # roomsync against Dendrite's own backfill, on one room (`make bench-dendrite`):
 #
-#   hack/bench-dendrite.sh [--events N] [--runs R]
+#   hack/bench-dendrite.sh [--events N | --sizes N1,N2,...] [--runs R]
 #
-#   R times (default 1): Dendrite A creates a room of N events (default 2000: m.room.create
-#   and the initial state, then messages); then, on that room,
+#   For each size N (default 2000; --sizes 2000,10000 runs both, in the order given), R times
+#   (default 1): Dendrite A creates a room of N events (m.room.create and the initial state,
+#   then messages); then, on that room,
 #   (a) `roomsync sync` pulls the room from A into a fresh SQLite store (head discovery,
 #       /backfill to m.room.create, every event's ID, hash and signature checked); timed from
 #       the start of the command to its exit, so process start-up counts against roomsync;
+#   (r) right after (a), a raw client pages /backfill from A down the same room as fast as A
+#       serves it, with no verification or storage: make_join (not timed) gives the room
+#       version and forward extremities, then each request asks for the prev_events of the
+#       pages so far not yet seen, parsing each page and computing each event's ID and nothing
+#       else (hack/dendrite.sh backfill-rate, internal/rawbackfill); timed from the first
+#       request to the last. It signs as another 127.0.0.1:PORT, serving our key as (a) does;
 #   (b) a fresh Dendrite B joins the room over federation through A (timed apart, not counted),
 #       then a client of B pages /messages?dir=b backwards from the newest event until
 #       m.room.create, 100 events a page (Dendrite's cap): every page that reaches B's backward
 #       extremity makes B /backfill from A, check and store the events, and answer with them
 #       (hack/dendrite.sh paginate); timed from the first page to the last.
-#   and prints events/s of both and their ratio. Both pull through the same federation API from
-#   the same server, 100 events a /backfill request.
+#   All three pull through the same federation API from the same server, 100 events a
+#   /backfill request (BENCH_PAGE_LIMIT), in one run on the same machine. Per run, per size (when R > 1) and over
+#   all runs, it prints the events/s of each and the issue's two goals with "met" or "NOT met":
+#     roomsync / Dendrite B's backfill  >= 12x
+#     roomsync / A's raw /backfill       >= 0.8x
+#   A rate over several runs is their events over their seconds. The last lines say whether
+#   each goal was met in every run and overall. Goals not met do not make the exit code fail.
 #
-# BENCH_ORDER=dendrite-first runs (b) before (a), to see whether the order matters (A's caches):
-# the room then ends with B's join, which only B's key verifies, so B stays up during (a) and
-# roomsync is given B as a second peer (after A, so it still pulls from A).
+# BENCH_ORDER=dendrite-first runs (b) before (a) and (r), to see whether the order matters
+# (A's caches): the room then ends with B's join, which only B's key verifies, so B stays up
+# during (a) and roomsync is given B as a second peer (after A, so it still pulls from A).
+# BENCH_RAW=before runs (r) right before (a) instead of right after: after, A's caches hold
+# what roomsync asked for, which can only help the raw walk (the stricter goal).
 #
-# Environment: BENCH_EVENTS (N), BENCH_RUNS (R, at most 10), BENCH_ORDER (roomsync-first, the
-# default, or dendrite-first), BENCH_PAGE_LIMIT (100), BENCH_KEEP_WORKDIR=1 (keep the temp dir).
-# Loopback only; every process started here is stopped by its PID on exit.
+# Environment: BENCH_EVENTS (N), BENCH_SIZES (N1,N2,...; --sizes), BENCH_RUNS (R, at most 10),
+# BENCH_ORDER (roomsync-first, the default, or dendrite-first), BENCH_RAW (after, the default,
+# or before), BENCH_PAGE_LIMIT (100: /backfill limit of (a) and (r), /messages limit of (b)),
+# BENCH_KEEP_WORKDIR=1 (keep the temp dir). `make bench-dendrite BENCH_SIZES=2000,10000` runs
+# both sizes of the issue (about six minutes on two cores, four of them the 10,000-event room).
+# Loopback only; every process started here is stopped by its PID on exit (the raw walk's key
+# server lives and ends inside its own command).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -30,20 +48,33 @@ cd "${root}"
 export GOTOOLCHAIN="${GOTOOLCHAIN:-go1.27.3}"
 [ "${GOTOOLCHAIN}" = local ] && export GOTOOLCHAIN=go1.27.3
 
-events="${BENCH_EVENTS:-2000}"
+sizes="${BENCH_SIZES:-${BENCH_EVENTS:-2000}}"
 runs="${BENCH_RUNS:-1}"
 order="${BENCH_ORDER:-roomsync-first}"
+raw_when="${BENCH_RAW:-after}"
 page_limit="${BENCH_PAGE_LIMIT:-100}"
+usage="usage: $0 [--events N | --sizes N1,N2,...] [--runs R]"
 while [ $# -gt 0 ]; do
   case "$1" in
-  --events) events="${2:?}"; shift 2 ;;
-  --runs) runs="${2:?}"; shift 2 ;;
-  *) echo "usage: $0 [--events N] [--runs R]" >&2; exit 2 ;;
+  --events) sizes="${2:?${usage}}"; shift 2 ;;
+  --sizes) sizes="${2:?${usage}}"; shift 2 ;;
+  --runs) runs="${2:?${usage}}"; shift 2 ;;
+  *) echo "${usage}" >&2; exit 2 ;;
   esac
 done
-[[ "${events}" =~ ^[0-9]+$ ]] && [ "${events}" -ge 10 ] || { echo "bench: --events must be a number >= 10" >&2; exit 2; }
-[[ "${runs}" =~ ^[0-9]+$ ]] && [ "${runs}" -ge 1 ] && [ "${runs}" -le 10 ] || { echo "bench: --runs must be 1-10" >&2; exit 2; }
+IFS=, read -r -a size_list <<<"${sizes}"
+[ "${#size_list[@]}" -ge 1 ] || { echo "bench: no size given" >&2; exit 2; }
+for n in "${size_list[@]}"; do
+  { [[ "${n}" =~ ^[0-9]+$ ]] && [ "${n}" -ge 10 ]; } || { echo "bench: every size (--events, --sizes) must be a number >= 10, not '${n}'" >&2; exit 2; }
+done
+{ [[ "${runs}" =~ ^[0-9]+$ ]] && [ "${runs}" -ge 1 ] && [ "${runs}" -le 10 ]; } || { echo "bench: --runs must be 1-10" >&2; exit 2; }
+{ [[ "${page_limit}" =~ ^[0-9]+$ ]] && [ "${page_limit}" -ge 1 ]; } || { echo "bench: BENCH_PAGE_LIMIT must be a positive number" >&2; exit 2; }
 case "${order}" in roomsync-first | dendrite-first) ;; *) echo "bench: BENCH_ORDER is roomsync-first or dendrite-first" >&2; exit 2 ;; esac
+case "${raw_when}" in after | before) ;; *) echo "bench: BENCH_RAW is after or before" >&2; exit 2 ;; esac
+
+# The issue's goals: roomsync's rate at least these times Dendrite B's and A's raw rate.
+goal_b=12
+goal_raw=0.8
 
 log() { echo "bench: $*" >&2; }
 die() { echo "bench: FAILED: $*" >&2; exit 1; }
@@ -92,18 +123,17 @@ roomsync="${root}/bin/roomsync"
 dir_a="${work}/dendrite-a"
 start_dendrite "${dir_a}"
 name_a="${NAME}" http_a="${HTTP_PORT}"
-messages=$((events - 6)) # createRoom makes 6 events: create, member, power levels, join rules, history visibility, name
 
-# make_room RUN: A creates a room of N events; sets room and room_events.
+# make_room TAG LABEL N: A creates a room of N events; sets room and room_events.
 make_room() {
-  local run="$1" t0
-  log "run ${run}/${runs}: Dendrite A ${name_a} seeds a room with ${messages} messages"
+  local tag="$1" label="$2" messages=$(($3 - 6)) t0 # createRoom makes 6 events: create, member, power levels, join rules, history visibility, name
+  log "${label}: Dendrite A ${name_a} seeds a room with ${messages} messages"
   t0=$(now_ms)
-  room="$(hack/dendrite.sh seed "${dir_a}" "${http_a}" "${messages}" 5>&- 6>&- 2>"${work}/run${run}-seed.log")" ||
-    { cat "${work}/run${run}-seed.log" >&2; die "seeding A"; }
-  grep -h 'sent' "${work}/run${run}-seed.log" >&2 || true
+  room="$(hack/dendrite.sh seed "${dir_a}" "${http_a}" "${messages}" 5>&- 6>&- 2>"${work}/${tag}-seed.log")" ||
+    { cat "${work}/${tag}-seed.log" >&2; die "seeding A"; }
+  grep -h 'sent' "${work}/${tag}-seed.log" >&2 || true
   room_events="$(hack/dendrite.sh event-ids "${dir_a}" "${http_a}" "${room}" 2>/dev/null | wc -l)"
-  log "run ${run}/${runs}: room ${room}: A's /messages shows ${room_events} events (seeded in $(( ($(now_ms) - t0) / 1000 ))s)"
+  log "${label}: room ${room}: A's /messages shows ${room_events} events (seeded in $(( ($(now_ms) - t0) / 1000 ))s)"
   [ "${room_events}" -ge "${messages}" ] || die "A shows ${room_events} events, fewer than the ${messages} messages sent"
 }
 
@@ -114,91 +144,165 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 
   -subj "/CN=127.0.0.1" -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" \
   -keyout "${work}/tls.key" -out "${work}/tls.crt" >/dev/null 2>&1 || die "openssl could not make a TLS certificate"
 
-# bench_roomsync RUN [PEER...]: sets RS_EVENTS, RS_MS, RS_LINE.
+# bench_roomsync TAG [PEER...]: sets RS_EVENTS, RS_MS, RS_LINE.
 bench_roomsync() {
-  local run="$1" port store out rc t0 t1 extra=() p
+  local tag="$1" port store out rc t0 t1 extra=() p
   shift
   for p in "$@"; do extra+=(--peer "${p}=https://${p}"); done
   free_port; port=${REPLY}
-  store="sqlite://${work}/run${run}-events.db"
+  store="sqlite://${work}/${tag}-events.db"
   t0=$(now_ms)
   rc=0
   "${roomsync}" sync --store "${store}" \
     --server-name "127.0.0.1:${port}" --signing-key "${work}/signing.key" \
     --listen "127.0.0.1:${port}" --tls-cert "${work}/tls.crt" --tls-key "${work}/tls.key" \
     --peer "${name_a}=https://${name_a}" "${extra[@]}" --insecure-skip-tls-verify \
-    --room "${room}" --timeout 10m 5>&- 6>&- >"${work}/run${run}-sync.out" 2>"${work}/run${run}-sync.log" || rc=$?
+    --backfill-limit "${page_limit}" --room "${room}" --timeout 10m \
+    5>&- 6>&- >"${work}/${tag}-sync.out" 2>"${work}/${tag}-sync.log" || rc=$?
   t1=$(now_ms)
-  [ "${rc}" = 0 ] || { tail -n 20 "${work}/run${run}-sync.log" >&2; die "roomsync sync exited ${rc}"; }
+  [ "${rc}" = 0 ] || { tail -n 20 "${work}/${tag}-sync.log" >&2; die "roomsync sync exited ${rc}"; }
   RS_MS=$((t1 - t0))
-  RS_LINE="$(grep '^roomsync: .* events stored' "${work}/run${run}-sync.log" | tail -n1 || true)"
+  RS_LINE="$(grep '^roomsync: .* events stored' "${work}/${tag}-sync.log" | tail -n1 || true)"
   out="$("${roomsync}" inspect --store "${store}" --room "${room}" --json)"
   RS_EVENTS="$(sed -n 's/.*"events": *\([0-9]*\).*/\1/p' <<<"${out}" | head -n1)"
   grep -q '"converged": *true' <<<"${out}" || die "roomsync's store is not converged: ${out}"
 }
 
-# bench_dendrite RUN: a fresh Dendrite B joins and pages back; sets DB_EVENTS, DB_MS, DB_PAGES,
+# bench_raw TAG: A's raw /backfill serving rate (hack/dendrite.sh backfill-rate); sets RAW_EVENTS,
+# RAW_MS, RAW_REQUESTS, RAW_CREATE.
+bench_raw() {
+  local tag="$1" line
+  line="$(hack/dendrite.sh backfill-rate "${name_a}" "${room}" --signing-key "${work}/signing.key" \
+    --tls-cert "${work}/tls.crt" --tls-key "${work}/tls.key" --limit "${page_limit}" \
+    5>&- 6>&- 2>"${work}/${tag}-raw.log")" ||
+    { cat "${work}/${tag}-raw.log" >&2; die "the raw /backfill walk of A failed"; }
+  RAW_EVENTS="$(sed -n 's/^events=\([0-9]*\) .*/\1/p' <<<"${line}")"
+  RAW_REQUESTS="$(sed -n 's/.*requests=\([0-9]*\).*/\1/p' <<<"${line}")"
+  RAW_MS="$(awk -v s="$(sed -n 's/.* seconds=\([0-9.]*\) .*/\1/p' <<<"${line}")" 'BEGIN { printf "%d", s * 1000 + 0.5 }')"
+  RAW_CREATE="$(sed -n 's/.*reached_create=\([a-z]*\).*/\1/p' <<<"${line}")"
+  { [ -n "${RAW_EVENTS}" ] && [ -n "${RAW_MS}" ]; } || die "could not read backfill-rate's answer: ${line}"
+}
+
+# bench_dendrite TAG: a fresh Dendrite B joins and pages back; sets DB_EVENTS, DB_MS, DB_PAGES,
 # DB_CREATE, DB_JOIN, and B_DIR and B_NAME (B keeps running when BENCH_ORDER=dendrite-first).
 bench_dendrite() {
-  local run="$1" dir line
-  dir="${work}/run${run}-dendrite-b"
+  local tag="$1" dir line
+  dir="${work}/${tag}-dendrite-b"
   start_dendrite "${dir}"
   B_DIR="${dir}" B_NAME="${NAME}"
   line="$(hack/dendrite.sh paginate "${dir}" "${HTTP_PORT}" "${room}" --join-from "${name_a}" --limit "${page_limit}" \
-    5>&- 6>&- 2>"${work}/run${run}-paginate.log")" ||
-    { cat "${work}/run${run}-paginate.log" >&2; die "Dendrite B's join or pagination failed"; }
+    5>&- 6>&- 2>"${work}/${tag}-paginate.log")" ||
+    { cat "${work}/${tag}-paginate.log" >&2; die "Dendrite B's join or pagination failed"; }
   [ "${order}" = dendrite-first ] || hack/dendrite.sh stop "${dir}" >/dev/null 2>&1 || true
   DB_EVENTS="$(sed -n 's/^events=\([0-9]*\) .*/\1/p' <<<"${line}")"
   DB_PAGES="$(sed -n 's/.*pages=\([0-9]*\).*/\1/p' <<<"${line}")"
-  DB_MS="$(awk -v s="$(sed -n 's/.* seconds=\([0-9.]*\) .*/\1/p' <<<"${line}")" 'BEGIN { printf "%d", s * 1000 }')"
+  DB_MS="$(awk -v s="$(sed -n 's/.* seconds=\([0-9.]*\) .*/\1/p' <<<"${line}")" 'BEGIN { printf "%d", s * 1000 + 0.5 }')"
   DB_CREATE="$(sed -n 's/.*reached_create=\([a-z]*\).*/\1/p' <<<"${line}")"
   DB_JOIN="$(sed -n 's/.*join_seconds=\([0-9.]*\).*/\1/p' <<<"${line}")"
-  [ -n "${DB_EVENTS}" ] && [ -n "${DB_MS}" ] || die "could not read paginate's answer: ${line}"
+  { [ -n "${DB_EVENTS}" ] && [ -n "${DB_MS}" ]; } || die "could not read paginate's answer: ${line}"
+}
+
+# bench_roomsync_and_raw TAG LABEL [PEER...]: (a), and (r) right after it or right before.
+bench_roomsync_and_raw() {
+  local tag="$1" label="$2"
+  shift 2
+  if [ "${raw_when}" = before ]; then
+    log "${label}: (r) A's raw /backfill serving rate"
+    bench_raw "${tag}"
+  fi
+  log "${label}: (a) roomsync sync from A$([ $# -gt 0 ] && echo " (and B, for B's key)") into a fresh SQLite store"
+  bench_roomsync "${tag}" "$@"
+  if [ "${raw_when}" = after ]; then
+    log "${label}: (r) A's raw /backfill serving rate"
+    bench_raw "${tag}"
+  fi
 }
 
 rate() { awk -v n="$1" -v ms="$2" 'BEGIN { if (ms <= 0) ms = 1; printf "%.0f", n * 1000 / ms }'; }
 secs() { awk -v ms="$1" 'BEGIN { printf "%.2f", ms / 1000 }'; }
+# ratio N1 MS1 N2 MS2: the rate of N1 events in MS1 ms over that of N2 in MS2, or inf.
+ratio() {
+  awk -v n1="$1" -v ms1="$2" -v n2="$3" -v ms2="$4" 'BEGIN {
+    if (ms1 <= 0) ms1 = 1; if (ms2 <= 0) ms2 = 1
+    if (n2 <= 0) print "inf"; else printf "%.2f", (n1 / ms1) / (n2 / ms2) }'
+}
+# verdict RATIO GOAL: met or NOT met.
+verdict() { awk -v r="$1" -v g="$2" 'BEGIN { print (r == "inf" || r + 0 >= g + 0) ? "met" : "NOT met" }'; }
+
+# rates LABEL RS_N RS_MS RAW_N RAW_MS RAW_REQUESTS DB_N DB_MS DB_PAGES: two lines, the three rates
+# and the two ratios with their goals.
+rates() {
+  local label="$1" rs_n="$2" rs_ms="$3" raw_n="$4" raw_ms="$5" raw_req="$6" db_n="$7" db_ms="$8" db_pages="$9" rb rr
+  rb="$(ratio "${rs_n}" "${rs_ms}" "${db_n}" "${db_ms}")"
+  rr="$(ratio "${rs_n}" "${rs_ms}" "${raw_n}" "${raw_ms}")"
+  echo "${label}: roomsync sync ${rs_n} events in $(secs "${rs_ms}") s = $(rate "${rs_n}" "${rs_ms}") events/s;" \
+    "A's raw /backfill ${raw_n} events in $(secs "${raw_ms}") s = $(rate "${raw_n}" "${raw_ms}") events/s (${raw_req} requests);" \
+    "Dendrite B's /messages backfill ${db_n} events in $(secs "${db_ms}") s = $(rate "${db_n}" "${db_ms}") events/s (${db_pages} pages)"
+  echo "    roomsync / Dendrite B = ${rb}x (goal >= ${goal_b}x: $(verdict "${rb}" "${goal_b}")); roomsync / A's raw /backfill = ${rr}x (goal >= ${goal_raw}x: $(verdict "${rr}" "${goal_raw}"))"
+}
 
 summaries=()
-rs_total_n=0 rs_total_ms=0 db_total_n=0 db_total_ms=0
-for ((run = 1; run <= runs; run++)); do
-  make_room "${run}"
-  if [ "${order}" = roomsync-first ]; then
-    log "run ${run}/${runs}: (a) roomsync sync from A into a fresh SQLite store"
-    bench_roomsync "${run}"
-    log "run ${run}/${runs}: (b) a fresh Dendrite B joins and backfills through /messages"
-    bench_dendrite "${run}"
-  else
-    log "run ${run}/${runs}: (b) a fresh Dendrite B joins and backfills through /messages"
-    bench_dendrite "${run}"
-    log "run ${run}/${runs}: (a) roomsync sync from A (and B, for B's key) into a fresh SQLite store"
-    bench_roomsync "${run}" "${B_NAME}"
-    hack/dendrite.sh stop "${B_DIR}" >/dev/null 2>&1 || true
+total_runs=0 runs_met_b=0 runs_met_raw=0
+all_rs_n=0 all_rs_ms=0 all_raw_n=0 all_raw_ms=0 all_raw_req=0 all_db_n=0 all_db_ms=0 all_db_pages=0
+for events in "${size_list[@]}"; do
+  rs_n=0 rs_ms=0 raw_n=0 raw_ms=0 raw_req=0 db_n=0 db_ms=0 db_pages=0
+  for ((run = 1; run <= runs; run++)); do
+    tag="n${events}-run${run}" label="${events} events, run ${run}/${runs}"
+    make_room "${tag}" "${label}" "${events}"
+    if [ "${order}" = roomsync-first ]; then
+      bench_roomsync_and_raw "${tag}" "${label}"
+      log "${label}: (b) a fresh Dendrite B joins and backfills through /messages"
+      bench_dendrite "${tag}"
+    else
+      log "${label}: (b) a fresh Dendrite B joins and backfills through /messages"
+      bench_dendrite "${tag}"
+      bench_roomsync_and_raw "${tag}" "${label}" "${B_NAME}"
+      hack/dendrite.sh stop "${B_DIR}" >/dev/null 2>&1 || true
+    fi
+    [ -n "${RS_LINE}" ] && log "  ${RS_LINE}"
+    log "  dendrite B: join ${DB_JOIN}s (not counted), ${DB_PAGES} pages, m.room.create reached: ${DB_CREATE}"
+    note=""
+    [ "${DB_CREATE}" = true ] || note+=" (dendrite did not reach m.room.create)"
+    [ "${RAW_CREATE}" = true ] || note+=" (the raw walk did not reach m.room.create)"
+    [ "${DB_EVENTS}" -ge "${room_events}" ] || note+=" (dendrite gave ${DB_EVENTS} of the ${room_events} events A shows)"
+    [ "${RAW_EVENTS}" -ge "${room_events}" ] || note+=" (the raw walk got ${RAW_EVENTS} of the ${room_events} events A shows)"
+    [ "${RS_EVENTS}" -ge "${room_events}" ] || note+=" (roomsync stored ${RS_EVENTS} of the ${room_events} events A shows)"
+    lines="$(rates "run ${run} of ${events} events" "${RS_EVENTS}" "${RS_MS}" "${RAW_EVENTS}" "${RAW_MS}" "${RAW_REQUESTS}" \
+      "${DB_EVENTS}" "${DB_MS}" "${DB_PAGES}")"
+    mapfile -t run_lines <<<"${lines}"
+    summaries+=("${run_lines[0]}" "${run_lines[1]}${note}")
+    [ "$(verdict "$(ratio "${RS_EVENTS}" "${RS_MS}" "${DB_EVENTS}" "${DB_MS}")" "${goal_b}")" = met ] && runs_met_b=$((runs_met_b + 1))
+    [ "$(verdict "$(ratio "${RS_EVENTS}" "${RS_MS}" "${RAW_EVENTS}" "${RAW_MS}")" "${goal_raw}")" = met ] && runs_met_raw=$((runs_met_raw + 1))
+    for l in "${run_lines[@]}"; do log "  ${l}"; done
+    summaries+=("    room ${room}: ${room_events} events on A; Dendrite B joined in ${DB_JOIN} s (not counted)")
+    [ -n "${RS_LINE}" ] && summaries+=("    roomsync's own final line, which leaves out process start-up: ${RS_LINE#roomsync: }")
+    total_runs=$((total_runs + 1))
+    rs_n=$((rs_n + RS_EVENTS)) rs_ms=$((rs_ms + RS_MS))
+    raw_n=$((raw_n + RAW_EVENTS)) raw_ms=$((raw_ms + RAW_MS)) raw_req=$((raw_req + RAW_REQUESTS))
+    db_n=$((db_n + DB_EVENTS)) db_ms=$((db_ms + DB_MS)) db_pages=$((db_pages + DB_PAGES))
+  done
+  if [ "${runs}" -gt 1 ]; then
+    mapfile -t run_lines < <(rates "all ${runs} runs of ${events} events" "${rs_n}" "${rs_ms}" "${raw_n}" "${raw_ms}" "${raw_req}" \
+      "${db_n}" "${db_ms}" "${db_pages}")
+    summaries+=("${run_lines[@]}")
   fi
-  x="$(rate "${RS_EVENTS}" "${RS_MS}")"
-  y="$(rate "${DB_EVENTS}" "${DB_MS}")"
-  ratio="$(awk -v x="${x}" -v y="${y}" 'BEGIN { if (y <= 0) print "inf"; else printf "%.1f", x / y }')"
-  [ -n "${RS_LINE}" ] && log "  ${RS_LINE}"
-  log "  dendrite B: join ${DB_JOIN}s (not counted), ${DB_PAGES} pages, m.room.create reached: ${DB_CREATE}"
-  note=""
-  [ "${DB_CREATE}" = true ] || note+=" (dendrite did not reach m.room.create)"
-  [ "${DB_EVENTS}" -ge "${room_events}" ] || note+=" (dendrite gave ${DB_EVENTS} of the ${room_events} events A shows)"
-  [ "${RS_EVENTS}" -ge "${room_events}" ] || note+=" (roomsync stored ${RS_EVENTS} of the ${room_events} events A shows)"
-  summaries+=("run ${run}: roomsync: ${RS_EVENTS} events in $(secs "${RS_MS}") s = ${x} events/s; dendrite backfill: ${DB_EVENTS} events in $(secs "${DB_MS}") s = ${y} events/s; ratio ${ratio}x${note}")
-  summaries+=("       room ${room}: ${room_events} events on A; dendrite B: ${DB_PAGES} pages, join ${DB_JOIN} s (not counted)")
-  [ -n "${RS_LINE}" ] && summaries+=("       roomsync's own final line, which leaves out process start-up: ${RS_LINE#roomsync: }")
-  rs_total_n=$((rs_total_n + RS_EVENTS)) rs_total_ms=$((rs_total_ms + RS_MS))
-  db_total_n=$((db_total_n + DB_EVENTS)) db_total_ms=$((db_total_ms + DB_MS))
+  all_rs_n=$((all_rs_n + rs_n)) all_rs_ms=$((all_rs_ms + rs_ms))
+  all_raw_n=$((all_raw_n + raw_n)) all_raw_ms=$((all_raw_ms + raw_ms)) all_raw_req=$((all_raw_req + raw_req))
+  all_db_n=$((all_db_n + db_n)) all_db_ms=$((all_db_ms + db_ms)) all_db_pages=$((all_db_pages + db_pages))
 done
 
-x="$(rate "${rs_total_n}" "${rs_total_ms}")"
-y="$(rate "${db_total_n}" "${db_total_ms}")"
-ratio="$(awk -v x="${x}" -v y="${y}" 'BEGIN { if (y <= 0) print "inf"; else printf "%.1f", x / y }')"
 echo
-echo "${runs} run(s) of ${events} events, ${order}; $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "${total_runs} run(s): ${runs} of each of ${sizes} events; ${order}, raw walk ${raw_when} roomsync's sync, ${page_limit} events a request;" \
+  "$(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
 for s in "${summaries[@]}"; do echo "${s}"; done
-if [ "${runs}" -gt 1 ]; then
-  echo "all runs: roomsync: ${rs_total_n} events in $(secs "${rs_total_ms}") s = ${x} events/s; dendrite backfill: ${db_total_n} events in $(secs "${db_total_ms}") s = ${y} events/s; ratio ${ratio}x"
-fi
-goal=$(awk -v r="${ratio}" 'BEGIN { print (r == "inf" || r + 0 >= 5) ? "met" : "NOT met" }')
-echo "goal (roomsync at least 5x Dendrite's backfill): ${goal}"
+rates "overall (${total_runs} run(s))" "${all_rs_n}" "${all_rs_ms}" "${all_raw_n}" "${all_raw_ms}" "${all_raw_req}" \
+  "${all_db_n}" "${all_db_ms}" "${all_db_pages}"
+overall_b="$(ratio "${all_rs_n}" "${all_rs_ms}" "${all_db_n}" "${all_db_ms}")"
+overall_raw="$(ratio "${all_rs_n}" "${all_rs_ms}" "${all_raw_n}" "${all_raw_ms}")"
+final() { # final RUNS_MET OVERALL_RATIO GOAL
+  if [ "$1" = "${total_runs}" ] && [ "$(verdict "$2" "$3")" = met ]; then echo met; else echo "NOT met"; fi
+}
+echo "goal (a) roomsync at least ${goal_b}x Dendrite B's /messages backfill: $(final "${runs_met_b}" "${overall_b}" "${goal_b}")" \
+  "(met in ${runs_met_b} of ${total_runs} run(s); overall ${overall_b}x)"
+echo "goal (b) roomsync at least ${goal_raw}x A's raw /backfill serving rate: $(final "${runs_met_raw}" "${overall_raw}" "${goal_raw}")" \
+  "(met in ${runs_met_raw} of ${total_runs} run(s); overall ${overall_raw}x)"
