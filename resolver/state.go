@@ -47,10 +47,17 @@ const (
 	// maxStateChain bounds the deltas between a state group and a whole one, and so the reads
 	// that rebuild a group.
 	maxStateChain = 32
-	// maxCachedStates bounds the room states kept in memory between computations of a room.
-	maxCachedStates = 256
-	// maxCachedAuthEvents bounds the parsed events kept for the authorization checks.
+	// maxCachedStates bounds the room states kept in memory between computations of a room,
+	// and maxCachedStateEntries their entries together: a room of 10,000 members has states
+	// of 10,000 entries, and 256 of them would take hundreds of MiB.
+	maxCachedStates       = 256
+	maxCachedStateEntries = 1 << 17
+	// maxCachedAuthEvents bounds the parsed state events kept for the authorization checks.
 	maxCachedAuthEvents = 20000
+	// maxKnownStates bounds the event states a computation keeps at hand; past it, what was
+	// saved is forgotten and read again from the store when a prev needs it, so a
+	// computation over a whole room (a first sync) holds a few pages, not the room.
+	maxKnownStates = 8 * statePageSize
 )
 
 // stateSupported says whether the state and authorization of rooms of version are computed:
@@ -66,8 +73,10 @@ type roomStates struct {
 	mu     sync.Mutex // one computation of a room at a time
 	groups map[int64]stateres.StateMap
 	chains map[int64]int
-	pdus   map[id.EventID]*pdu.PDU
-	pool   []int64 // reserved group numbers
+	// entries counts the entries of the states in groups.
+	entries int
+	pdus    map[id.EventID]*pdu.PDU
+	pool    []int64 // reserved group numbers
 }
 
 func (r *Resolver) roomStates(roomID string) *roomStates {
@@ -82,6 +91,13 @@ func (r *Resolver) roomStates(roomID string) *roomStates {
 		r.states[roomID] = rs
 	}
 	return rs
+}
+
+// forgetStates empties the cache of room states.
+func (rs *roomStates) forgetStates() {
+	clear(rs.groups)
+	clear(rs.chains)
+	rs.entries = 0
 }
 
 func newRoomStates() *roomStates {
@@ -181,6 +197,10 @@ func (c *stateComputation) run(ctx context.Context) error {
 		}
 		if err := c.flush(ctx); err != nil {
 			return err
+		}
+		if len(c.known) > maxKnownStates {
+			// All of it is saved: readPrevStates reads back what the next pages need.
+			clear(c.known)
 		}
 		last := page[len(page)-1]
 		after = &store.Position{Depth: last.Depth, EventID: last.ID}
@@ -440,6 +460,10 @@ func (c *stateComputation) parse(eventID string, raw []byte, rejected string) (*
 	}
 	e.InternalMeta.EventID = id.EventID(eventID)
 	e.InternalMeta.Rejected = rejected != ""
+	if e.StateKey == nil {
+		// Only state events are ever auth events or resolved: a message is checked once.
+		return &e, nil
+	}
 	if len(c.rs.pdus) >= maxCachedAuthEvents {
 		clear(c.rs.pdus)
 	}
@@ -484,12 +508,12 @@ func (c *stateComputation) loadGroup(ctx context.Context, no int64) (stateres.St
 }
 
 func (c *stateComputation) cache(no int64, state stateres.StateMap, chain int) {
-	if len(c.rs.groups) >= maxCachedStates {
-		clear(c.rs.groups)
-		clear(c.rs.chains)
+	if len(c.rs.groups) >= maxCachedStates || c.rs.entries+len(state) > maxCachedStateEntries {
+		c.rs.forgetStates()
 	}
 	c.rs.groups[no] = state
 	c.rs.chains[no] = chain
+	c.rs.entries += len(state)
 }
 
 // newGroup records state as a new group: a delta from base (whose state is baseState) while
@@ -545,8 +569,7 @@ func (c *stateComputation) flush(ctx context.Context) error {
 	}
 	if err := c.p.r.cfg.Store.SaveState(ctx, c.p.roomID, c.groups, c.results); err != nil {
 		// What this computation cached may not be stored: forget it.
-		clear(c.rs.groups)
-		clear(c.rs.chains)
+		c.rs.forgetStates()
 		return err
 	}
 	c.groups, c.results = c.groups[:0], c.results[:0]
