@@ -144,6 +144,11 @@ controller-gen: $(CONTROLLER_GEN) ## Install controller-gen into bin/.
 demo: ## A control plane, two Dendrites, the manager and a RoomSync on loopback (DEMO_NONINTERACTIVE=1: no wait).
 	@go run ./hack/demo
 
+.PHONY: bench-many-rooms
+bench-many-rooms: ## Goal "Many rooms": 1,000 rooms of 200 events converge, then the manager's CPU for a pass over all with nothing new (< 2 s), on SQLite and PostgreSQL.
+	@KUBE_VERSION=$(ENVTEST_K8S_VERSION) ROOMSYNC_BENCH_MANY_ROOMS=1 hack/test-services.sh --envtest $(PG_PORT) \
+		go test -count=1 -v -timeout=90m -run '^TestManyRoomsSteadyState$$' ./test/e2e/
+
 .PHONY: bench-dendrite
 bench-dendrite: ## Events/s of roomsync sync vs a Dendrite backfilling the same room and vs its raw /backfill (BENCH_EVENTS=2000, or BENCH_SIZES=2000,10000).
 	@hack/bench-dendrite.sh
