@@ -19,37 +19,57 @@ import (
 // is not trusted for the rest of that answer. It returns which of the response's events are
 // now held.
 func (p *pass) accept(ctx context.Context, peer, endpoint string, raws []json.RawMessage, expect []string) (held map[string]bool, ok bool, err error) {
-	events, rejections := p.verifyAll(ctx, raws)
-	expected := map[string]bool{}
-	for _, id := range expect {
-		expected[id] = true
-	}
-	var lie *Rejection
-	for _, rej := range rejections {
+	return p.apply(ctx, peer, endpoint, p.check(ctx, raws, expect))
+}
+
+// checkedAnswer is a response verified, not yet acted on: its events that verified, the
+// PDUs refused, and the lie that discards it whole, if any.
+type checkedAnswer struct {
+	events     []store.Event
+	rejections []*Rejection
+	lie        *Rejection
+}
+
+// check verifies a response (see accept). It changes nothing of the pass, so the next
+// response can be checked while the one before is stored.
+func (p *pass) check(ctx context.Context, raws []json.RawMessage, expect []string) checkedAnswer {
+	var a checkedAnswer
+	a.events, a.rejections = p.verifyAll(ctx, raws)
+	for _, rej := range a.rejections {
 		if rej.Reason == RejectWrongRoom {
-			lie = rej
-			break
+			a.lie = rej
+			return a
 		}
 	}
-	if lie == nil && len(expect) > 0 {
-		for _, ev := range events {
+	if len(expect) > 0 {
+		expected := make(map[string]bool, len(expect))
+		for _, id := range expect {
+			expected[id] = true
+		}
+		for _, ev := range a.events {
 			if !expected[ev.ID] {
-				lie = reject(RejectEventIDMismatch, ev.ID, "asked for %v", expect)
-				rejections = append(rejections, lie)
+				a.lie = reject(RejectEventIDMismatch, ev.ID, "asked for %v", expect)
+				a.rejections = append(a.rejections, a.lie)
 				break
 			}
 		}
 	}
-	p.countRejections(peer, rejections)
-	if lie != nil {
+	return a
+}
+
+// apply counts what a checked response refused and stores what it gave, unless it lied (see
+// accept).
+func (p *pass) apply(ctx context.Context, peer, endpoint string, a checkedAnswer) (held map[string]bool, ok bool, err error) {
+	p.countRejections(peer, a.rejections)
+	if a.lie != nil {
 		// Every event of the answer is dropped, including the ones that verified.
-		p.r.cfg.Peers.Record(peer, p.endpoint(endpoint), federation.OutcomeBadResponse, 0, lie)
+		p.r.cfg.Peers.Record(peer, p.endpoint(endpoint), federation.OutcomeBadResponse, 0, a.lie)
 		p.mu.Lock()
-		p.res.Err = fmt.Errorf("discarded answer of %s: %w", peer, lie)
+		p.res.Err = fmt.Errorf("discarded answer of %s: %w", peer, a.lie)
 		p.mu.Unlock()
 		return nil, false, nil
 	}
-	held, err = p.keep(ctx, peer, events)
+	held, err = p.keep(ctx, peer, a.events)
 	if err != nil {
 		return nil, false, err
 	}

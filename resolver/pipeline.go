@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"slices"
+	"sync"
 
 	"github.com/tidwall/gjson"
 	"maunium.net/go/mautrix/id"
@@ -15,49 +16,69 @@ import (
 // page is verified and stored; waiting for the store would leave the peer idle while we check
 // signatures and our CPU idle while the peer reads its database.
 
-// followedPages bounds the pages of one chain that are received and not yet stored: the one
-// being stored and the one waiting. With the request in flight, memory holds three pages,
-// whatever the room's size.
+// followedPages bounds the pages of one chain that are received and not yet verified: the
+// one being verified and the one waiting. With the request in flight, one page verified and
+// waiting, and the one being stored, memory holds five pages, whatever the room's size.
 const followedPages = 2
 
 // recentPages is how many pages back a chain remembers the IDs of the events it received:
 // those not yet stored (the store does not know them yet) and a margin. Older pages are
 // stored, or refused, by the time a page is parsed.
-const recentPages = followedPages + 2
+const recentPages = followedPages + 4
 
 // errChainStopped cancels the request a chain has in flight when its pull ends early (a lie,
 // a store error): not a failure of the peer, nor of the pass.
 var errChainStopped = errors.New("backfill chain stopped")
 
 // follow stores first, an answer of peer to /backfill, and follows it down the room: while a
-// page is verified and stored, the page below it is asked of the same peer, until the peer
-// gives nothing new, the page reaches the history bound or the room's start, the budget or
-// the request bound is spent, or the peer fails (what is left stays a backward extremity, due
-// in the pass's next round). kept is false when the first answer was discarded as a lie.
+// page is stored, the page below it is verified and the one below that is asked of the same
+// peer, until the peer gives nothing new, the page reaches the history bound or the room's
+// start, the budget or the request bound is spent, or the peer fails (what is left stays a
+// backward extremity, due in the pass's next round). kept is false when the first answer was
+// discarded as a lie.
 func (p *pass) follow(ctx context.Context, peer string, first []json.RawMessage) (kept bool, err error) {
 	chainCtx, stop := context.WithCancelCause(ctx)
 	pages := make(chan []json.RawMessage, followedPages-1)
-	done := make(chan struct{})
+	checked := make(chan checkedAnswer, 1)
 	budget := p.budget - len(first)
-	go func() {
-		defer close(done)
+	var wg sync.WaitGroup
+	wg.Go(func() {
 		defer close(pages)
 		p.fetchBelow(chainCtx, peer, first, budget, pages)
-	}()
+	})
+	wg.Go(func() {
+		defer close(checked)
+		hand := func(a checkedAnswer) bool {
+			select {
+			case checked <- a:
+				return true
+			case <-chainCtx.Done():
+				return false
+			}
+		}
+		if !hand(p.check(chainCtx, first, nil)) {
+			return
+		}
+		for raws := range pages {
+			if !hand(p.check(chainCtx, raws, nil)) {
+				return
+			}
+		}
+	})
 	defer func() {
 		stop(errChainStopped)
-		for range pages {
-			// Drained so the fetcher, stopped, can end.
+		for range checked {
+			// Drained so the stages, stopped, can end.
 		}
-		<-done
+		wg.Wait()
 	}()
 
-	_, kept, err = p.accept(ctx, peer, "backfill", first, nil)
-	if err != nil || !kept {
-		return kept, err
-	}
-	for raws := range pages {
-		_, ok, err := p.accept(ctx, peer, "backfill", raws, nil)
+	firstPage := true
+	for a := range checked {
+		_, ok, err := p.apply(ctx, peer, "backfill", a)
+		if firstPage {
+			kept, firstPage = ok, false
+		}
 		if err != nil || !ok {
 			return kept, err
 		}
