@@ -54,7 +54,9 @@ func (s *sqlStore) AllocateStateGroups(ctx context.Context, roomID string, n int
 
 func (s *sqlStore) SaveState(ctx context.Context, roomID string, groups []StateGroup, events []EventState) error {
 	err := s.inRoomTx(ctx, roomID, false, func(tx *sql.Tx, room *roomRow) error {
-		if err := s.insertStateGroups(ctx, tx, roomID, groups); err != nil {
+		// Prepared once, not parsed again for each of a page's events.
+		q := s.stmts.in(tx)
+		if err := s.insertStateGroups(ctx, q, roomID, groups); err != nil {
 			return err
 		}
 		for _, e := range events {
@@ -64,14 +66,14 @@ func (s *sqlStore) SaveState(ctx context.Context, roomID string, groups []StateG
 			// A rejection changes what an export says of the event, so the event arrives
 			// again (a new arrival number): an export that took it before its state was
 			// computed takes it flagged next time. An accepted event keeps its number.
-			q := `UPDATE events SET state_before = ?, state_after = ?, rejected = ?`
+			update := `UPDATE events SET state_before = ?, state_after = ?, rejected = ?`
 			args := []any{e.Before, e.After, e.Rejected}
 			if e.Rejected != "" {
-				q += `, seq = ?`
+				update += `, seq = ?`
 				args = append(args, room.eventSeq+1)
 			}
-			q += ` WHERE event_id = ? AND room_id = ? AND state_before IS NULL`
-			res, err := tx.ExecContext(ctx, s.d.rebind(q), append(args, e.EventID, roomID)...)
+			update += ` WHERE event_id = ? AND room_id = ? AND state_before IS NULL`
+			res, err := q.ExecContext(ctx, s.d.rebind(update), append(args, e.EventID, roomID)...)
 			if err != nil {
 				return fmt.Errorf("record the state of %s: %w", e.EventID, err)
 			}
@@ -88,7 +90,7 @@ func (s *sqlStore) SaveState(ctx context.Context, roomID string, groups []StateG
 	return nil
 }
 
-func (s *sqlStore) insertStateGroups(ctx context.Context, tx *sql.Tx, roomID string, groups []StateGroup) error {
+func (s *sqlStore) insertStateGroups(ctx context.Context, tx querier, roomID string, groups []StateGroup) error {
 	type entry struct {
 		group int64
 		key   StateKey
