@@ -208,22 +208,28 @@ func realSignature(b *testing.B, room *fixturepeer.Room) (ed25519.PublicKey, []b
 
 func benchResolver(b *testing.B, peer *fixturepeer.Peer, i int) (store.Store, *resolver.Resolver) {
 	b.Helper()
-	return benchResolverWith(b, peer, fmt.Sprint(i), false)
+	return benchResolverWith(b, []*fixturepeer.Peer{peer}, fmt.Sprint(i), false)
 }
 
-func benchResolverWith(b *testing.B, peer *fixturepeer.Peer, name string, noState bool) (store.Store, *resolver.Resolver) {
+func benchResolverWith(b *testing.B, fixtures []*fixturepeer.Peer, name string, noState bool) (store.Store, *resolver.Resolver) {
 	b.Helper()
 	st, err := store.Open(context.Background(), "sqlite://"+filepath.Join(b.TempDir(), "bench-"+name+".db"))
 	if err != nil {
 		b.Fatal(err)
 	}
-	ep, _ := federation.ParseEndpoint(peer.URL(), true)
+	endpoints := map[string]federation.Endpoint{}
+	var names []string
+	for _, peer := range fixtures {
+		ep, _ := federation.ParseEndpoint(peer.URL(), true)
+		endpoints[peer.ServerName()] = ep
+		names = append(names, peer.ServerName())
+	}
 	client, err := federation.NewClient(federation.Options{ServerName: ourServer, Key: mfed.GenerateSigningKey(),
-		Endpoints: map[string]federation.Endpoint{peer.ServerName(): ep}})
+		Endpoints: endpoints})
 	if err != nil {
 		b.Fatal(err)
 	}
-	peers := resolver.NewPeerSet([]string{peer.ServerName()})
+	peers := resolver.NewPeerSet(names)
 	res, err := resolver.New(resolver.Config{
 		Store: st, Client: client, Keys: federation.NewKeyRing(client, peers.Reachable).Key, Peers: peers,
 		JoinUserID: "@roomsync:" + ourServer, Log: logr.Discard(),
@@ -251,7 +257,7 @@ func BenchmarkStateCost(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		for _, withState := range []bool{false, true} {
 			b.StopTimer()
-			st, res := benchResolverWith(b, peer, fmt.Sprintf("%d-%t", i, withState), !withState)
+			st, res := benchResolverWith(b, []*fixturepeer.Peer{peer}, fmt.Sprintf("%d-%t", i, withState), !withState)
 			b.StartTimer()
 			start := time.Now()
 			stored := 0

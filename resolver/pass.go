@@ -62,6 +62,8 @@ type pass struct {
 	announced map[string]map[string]bool
 	// member is our membership of the room, once read (see membership).
 	member *store.Membership
+	// spreadTried are the gaps this pass pulled from several peers at once (spread).
+	spreadTried map[string]bool
 
 	// mu guards the request counters of res and refusals, which concurrent head requests
 	// update.
@@ -446,14 +448,16 @@ func (p *pass) backfill(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if len(p.r.cfg.Peers.Available(p.endpoint("backfill"))) == 0 {
+		peers := p.r.cfg.Peers.Available(p.endpoint("backfill"))
+		if len(peers) == 0 {
 			// Every peer is backed off: asking nobody is not an attempt on the gaps.
 			return nil
 		}
+		perRequest := p.r.cfg.Limits.BackfillExtremities
 		filter := p.hist.BackwardFilter()
 		filter.DueBy = p.r.cfg.Now()
 		filter.StaleBefore = p.r.cfg.Peers.RetrySince()
-		filter.Limit = p.r.cfg.Limits.BackfillExtremities
+		filter.Limit = perRequest * len(peers)
 		due, err := p.r.cfg.Store.BackwardExtremities(ctx, p.roomID, filter)
 		if err != nil {
 			return fmt.Errorf("read backward extremities: %w", err)
@@ -461,7 +465,13 @@ func (p *pass) backfill(ctx context.Context) error {
 		if len(due) == 0 {
 			return nil
 		}
-		if err := p.fill(ctx, due); err != nil {
+		if fresh := p.unspread(due); len(peers) > 1 && len(fresh) > 1 {
+			if err := p.spread(ctx, fresh, peers); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := p.fill(ctx, due[:min(len(due), perRequest)]); err != nil {
 			return err
 		}
 	}

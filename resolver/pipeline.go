@@ -6,9 +6,12 @@ import (
 	"errors"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/tidwall/gjson"
 	"maunium.net/go/mautrix/id"
+
+	"github.com/roomsync/roomsync/store"
 )
 
 // A /backfill page names what lies below it: the prevs of its events that it does not hold
@@ -37,94 +40,185 @@ var errChainStopped = errors.New("backfill chain stopped")
 // backward extremity, due in the pass's next round). kept is false when the first answer was
 // discarded as a lie.
 func (p *pass) follow(ctx context.Context, peer string, first []json.RawMessage) (kept bool, err error) {
-	chainCtx, stop := context.WithCancelCause(ctx)
-	pages := make(chan []json.RawMessage, followedPages-1)
-	checked := make(chan checkedAnswer, 1)
-	budget := p.budget - len(first)
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		defer close(pages)
-		p.fetchBelow(chainCtx, peer, first, budget, pages)
+	_, keptFirst, err := p.pullChains(ctx, []chain{{peer: peer, first: first}})
+	return keptFirst[0], err
+}
+
+// chain is one pull down the room from one peer: its first answer already in hand, or the
+// events to ask for first.
+type chain struct {
+	peer  string
+	first []json.RawMessage
+	want  []string
+}
+
+// chainPage is an answer a chain received.
+type chainPage struct {
+	chain int
+	first bool
+	raws  []json.RawMessage
+	checkedAnswer
+}
+
+// pullChains runs chains at once, each followed as follow does, through one verifier and one
+// writer: the pass's state and the store see one answer at a time, in the order they came.
+// A lie stops the chain that told it, not the others. It returns, per chain, the error of its
+// first request (chains with an answer in hand have none) and whether its first answer was
+// kept (false also when none came).
+func (p *pass) pullChains(ctx context.Context, chains []chain) (firstErr []error, keptFirst []bool, err error) {
+	firstErr, keptFirst = make([]error, len(chains)), make([]bool, len(chains))
+	ctxs := make([]context.Context, len(chains))
+	stops := make([]context.CancelCauseFunc, len(chains))
+	for i := range chains {
+		ctxs[i], stops[i] = context.WithCancelCause(ctx)
+	}
+	pages := make(chan chainPage, followedPages-1)
+	checked := make(chan chainPage, 1)
+	var budget atomic.Int64
+	budget.Store(int64(p.budget))
+	claims := &claimed{ids: map[string]bool{}}
+
+	var fetchers, stages sync.WaitGroup
+	for i, c := range chains {
+		fetchers.Go(func() {
+			firstErr[i] = p.fetchChain(ctxs[i], i, c, &budget, claims, pages)
+		})
+	}
+	stages.Go(func() {
+		fetchers.Wait()
+		close(pages)
 	})
-	wg.Go(func() {
+	stages.Go(func() {
 		defer close(checked)
-		hand := func(a checkedAnswer) bool {
+		for pg := range pages {
+			pg.checkedAnswer = p.check(ctxs[pg.chain], pg.raws, nil)
 			select {
-			case checked <- a:
-				return true
-			case <-chainCtx.Done():
-				return false
-			}
-		}
-		if !hand(p.check(chainCtx, first, nil)) {
-			return
-		}
-		for raws := range pages {
-			if !hand(p.check(chainCtx, raws, nil)) {
-				return
+			case checked <- pg:
+			case <-ctx.Done():
 			}
 		}
 	})
 	defer func() {
-		stop(errChainStopped)
+		for _, stop := range stops {
+			stop(errChainStopped)
+		}
 		for range checked {
 			// Drained so the stages, stopped, can end.
 		}
-		wg.Wait()
+		stages.Wait()
 	}()
 
-	firstPage := true
-	for a := range checked {
-		_, ok, err := p.apply(ctx, peer, "backfill", a)
-		if firstPage {
-			kept, firstPage = ok, false
+	stopped := make([]bool, len(chains))
+	for pg := range checked {
+		if stopped[pg.chain] {
+			continue
 		}
-		if err != nil || !ok {
-			return kept, err
+		_, ok, err := p.apply(ctx, chains[pg.chain].peer, "backfill", pg.checkedAnswer)
+		if err != nil {
+			return firstErr, keptFirst, err
+		}
+		if pg.first {
+			keptFirst[pg.chain] = ok
+		}
+		if !ok {
+			stopped[pg.chain] = true
+			stops[pg.chain](errChainStopped)
 		}
 	}
-	return kept, nil
+	return firstErr, keptFirst, nil
 }
 
-// fetchBelow asks peer, page after page, for the events below page, and hands each answer to
-// pages. It runs beside the pass's goroutine, which stores what it hands over.
-// budget is what the pass may still store once page is: events received count against it
-// before they are stored, so the chain never asks for more than the pass may keep.
-func (p *pass) fetchBelow(ctx context.Context, peer string, page []json.RawMessage, budget int, pages chan<- []json.RawMessage) {
+// fetchChain asks the first page of a chain, if it has none in hand, then, page after page,
+// the page below, and hands each to pages. It runs beside the pass's goroutine, which stores
+// what it hands over. budget is what the pass may still store: events received count against
+// it before they are stored, so chains never ask for much more than the pass may keep.
+func (p *pass) fetchChain(ctx context.Context, i int, c chain, budget *atomic.Int64, claims *claimed, pages chan<- chainPage) (firstErr error) {
 	version := id.RoomVersion(p.version)
+	page := c.first
+	if page == nil {
+		limit := min(int64(p.r.cfg.Limits.BackfillLimit), budget.Load())
+		if limit <= 0 || len(c.want) == 0 {
+			return nil
+		}
+		raws, err := ask(ctx, p, c.peer, "backfill", func(ctx context.Context) ([]json.RawMessage, error) {
+			return p.r.cfg.Client.Backfill(ctx, c.peer, p.roomID, c.want, int(limit))
+		})
+		if err != nil || len(raws) == 0 {
+			return err
+		}
+		page = raws
+	}
+	budget.Add(-int64(len(page)))
+	hand := func(raws []json.RawMessage, first bool) bool {
+		select {
+		case pages <- chainPage{chain: i, first: first, raws: raws}:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	if !hand(page, true) {
+		return nil
+	}
 	recent := make([]map[string]bool, 0, recentPages)
 	for {
-		ids := pageEventIDs(page, version)
-		recent = append(recent, ids)
+		recent = append(recent, pageEventIDs(page, version))
 		if len(recent) > recentPages {
 			recent = recent[1:]
 		}
-		below, err := p.below(ctx, page, version, recent)
-		limit := min(p.r.cfg.Limits.BackfillLimit, budget)
+		below, err := p.below(ctx, page, version, recent, claims)
+		limit := min(int64(p.r.cfg.Limits.BackfillLimit), budget.Load())
 		if err != nil || len(below) == 0 || limit <= 0 || p.requestsLeft() <= 0 || ctx.Err() != nil ||
-			!slices.Contains(p.r.cfg.Peers.Available(p.endpoint("backfill")), peer) {
-			return
+			!slices.Contains(p.r.cfg.Peers.Available(p.endpoint("backfill")), c.peer) {
+			return nil
 		}
-		raws, err := ask(ctx, p, peer, "backfill", func(ctx context.Context) ([]json.RawMessage, error) {
-			return p.r.cfg.Client.Backfill(ctx, peer, p.roomID, below, limit)
+		raws, err := ask(ctx, p, c.peer, "backfill", func(ctx context.Context) ([]json.RawMessage, error) {
+			return p.r.cfg.Client.Backfill(ctx, c.peer, p.roomID, below, int(limit))
 		})
 		if err != nil || len(raws) == 0 {
-			return
+			return nil
 		}
-		select {
-		case pages <- raws:
-		case <-ctx.Done():
-			return
+		budget.Add(-int64(len(raws)))
+		if !hand(raws, false) {
+			return nil
 		}
-		page, budget = raws, budget-len(raws)
+		page = raws
 	}
+}
+
+// claimed are the events some chain of a pull asked for: another chain does not ask for them
+// again. Forgotten past maxClaims (a stored event is known to the store anyway), so a pull of
+// a large room holds a frontier's worth, not the room.
+type claimed struct {
+	mu  sync.Mutex
+	ids map[string]bool
+}
+
+const maxClaims = 4096
+
+// take keeps the IDs no chain asked for yet, and marks them asked.
+func (c *claimed) take(ids []string) []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.ids) > maxClaims {
+		clear(c.ids)
+	}
+	var out []string
+	for _, id := range ids {
+		if !c.ids[id] {
+			c.ids[id] = true
+			out = append(out, id)
+		}
+	}
+	return out
 }
 
 // below lists the events a page leads to and nobody holds: prevs of its events within the
 // history bound that are neither in the page, in the pages before it not yet stored
-// (recent), nor in the store; at most BackfillExtremities of them, in the order met. The rest
-// are backward extremities once the page is stored.
-func (p *pass) below(ctx context.Context, page []json.RawMessage, version id.RoomVersion, recent []map[string]bool) ([]string, error) {
+// (recent), in the store, nor asked for by another chain of the pull; at most
+// BackfillExtremities of them, in the order met. The rest are backward extremities once the
+// page is stored.
+func (p *pass) below(ctx context.Context, page []json.RawMessage, version id.RoomVersion, recent []map[string]bool, claims *claimed) ([]string, error) {
 	seen := map[string]bool{}
 	var candidates []string
 	for _, raw := range page {
@@ -148,7 +242,8 @@ func (p *pass) below(ctx context.Context, page []json.RawMessage, version id.Roo
 	if err != nil {
 		return nil, err
 	}
-	return missing[:min(len(missing), p.r.cfg.Limits.BackfillExtremities)], nil
+	missing = missing[:min(len(missing), p.r.cfg.Limits.BackfillExtremities)]
+	return claims.take(missing), nil
 }
 
 // pageEventIDs is the set of the IDs of a page's events (those that have one: a PDU too
@@ -170,4 +265,37 @@ func inRecent(recent []map[string]bool, eventID string) bool {
 		}
 	}
 	return false
+}
+
+// spread pulls several gaps at once from several peers: each peer in turn takes the next gap,
+// and each share is followed down the room as its own chain (pullChains), so a forked room
+// or a room with gaps far apart comes in as fast as the peers serve together. What a share's
+// peer did not give stays due; it is filled as any gap is (fill: every peer in turn, with the
+// attempt recorded), and is not spread again in this pass.
+func (p *pass) spread(ctx context.Context, exts []store.BackwardExtremity, peers []string) error {
+	shares := make([]chain, min(len(peers), len(exts)))
+	for i, e := range exts {
+		shares[i%len(shares)].want = append(shares[i%len(shares)].want, e.EventID)
+		if p.spreadTried == nil {
+			p.spreadTried = map[string]bool{}
+		}
+		p.spreadTried[e.EventID] = true
+	}
+	for i := range shares {
+		shares[i].peer = peers[i]
+		shares[i].want = shares[i].want[:min(len(shares[i].want), p.r.cfg.Limits.BackfillExtremities)]
+	}
+	_, _, err := p.pullChains(ctx, shares)
+	return err
+}
+
+// unspread are the gaps of exts this pass has not spread yet.
+func (p *pass) unspread(exts []store.BackwardExtremity) []store.BackwardExtremity {
+	var out []store.BackwardExtremity
+	for _, e := range exts {
+		if !p.spreadTried[e.EventID] {
+			out = append(out, e)
+		}
+	}
+	return out
 }

@@ -98,3 +98,30 @@ func TestLieMidChainStopsTheChain(t *testing.T) {
 		t.Error("the honest peer was never asked")
 	}
 }
+
+// TestForkedRoomIsPulledFromPeersAtOnce: a room that forked early into two long branches, held
+// whole by two distant peers, is pulled a branch from each at once (spread), not all of it
+// from the first peer while the second idles; nothing is asked twice.
+func TestForkedRoomIsPulledFromPeersAtOnce(t *testing.T) {
+	room := fixturepeer.MustGenerate(t, fixturepeer.RoomOptions{Seed: 13, Events: 3000, ForkRate: 0.2, MergeRate: -1,
+		MaxBranches: 2, JoinRate: -1, LinearRunRate: -1, Heads: 2})
+	if st := room.Stats(); st.Merges > 0 || len(room.Heads()) != 2 {
+		t.Fatalf("want two branches that never merge, got %+v with %d heads", st, len(room.Heads()))
+	}
+	a := fixturepeer.Start(t, room, fixturepeer.WithLatency(10*time.Millisecond))
+	b := fixturepeer.Start(t, room, fixturepeer.WithLatency(10*time.Millisecond))
+	h := newHarness(t, room, []*fixturepeer.Peer{a, b})
+	results := h.syncUntilDone(5)
+	if last := results[len(results)-1]; !last.Converged {
+		t.Fatalf("last pass %+v: want converged", last)
+	}
+	h.assertHolds(room.IDSet(), nil)
+	servedA, servedB := a.PDUsServed(), b.PDUsServed()
+	if min(servedA, servedB) < int64(len(room.Events))/4 {
+		t.Errorf("peers served %d and %d events of %d: want each a branch's worth", servedA, servedB, len(room.Events))
+	}
+	requests := a.Count(fixturepeer.EndpointBackfill) + b.Count(fixturepeer.EndpointBackfill)
+	if minimum := int64(len(room.Events)) / 100; requests > minimum*11/10+4 {
+		t.Errorf("%d /backfill requests, want about %d (100 events each)", requests, minimum)
+	}
+}

@@ -51,6 +51,7 @@ type peerConfig struct {
 	gmeCap      int
 	noTS        bool
 	hangLimit   time.Duration
+	latency     time.Duration
 	faults      []Fault
 	lies        []Lie
 	plainHTTP   bool
@@ -102,6 +103,10 @@ func WithoutTimestampToEvent() Option { return func(c *peerConfig) { c.noTS = tr
 // WithHangLimit bounds FaultHang (default DefaultHangLimit).
 func WithHangLimit(d time.Duration) Option { return func(c *peerConfig) { c.hangLimit = d } }
 
+// WithLatency makes the peer wait d before it answers any request: a server far away, or one
+// slow to read its database, whose requests a client can overlap.
+func WithLatency(d time.Duration) Option { return func(c *peerConfig) { c.latency = d } }
+
 // WithFaults starts the peer with these faults (see Peer.SetFaults).
 func WithFaults(f ...Fault) Option { return func(c *peerConfig) { c.faults = append(c.faults, f...) } }
 
@@ -123,6 +128,7 @@ type Peer struct {
 	bfCap     int
 	gmeCap    int
 	hangLimit time.Duration
+	latency   time.Duration
 	noTS      atomic.Bool
 
 	membersOnly atomic.Bool
@@ -198,6 +204,7 @@ func New(room *Room, opts ...Option) (*Peer, error) {
 		bfCap:     cfg.backfillCap,
 		gmeCap:    cfg.gmeCap,
 		hangLimit: cfg.hangLimit,
+		latency:   cfg.latency,
 		counts:    make(map[Endpoint]*atomic.Int64, len(Endpoints)),
 		closed:    make(chan struct{}),
 	}
@@ -504,6 +511,13 @@ func (p *Peer) record(rec Request) {
 func (p *Peer) wrap(ep Endpoint, authenticate bool, h handlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p.counts[ep].Add(1)
+		if p.latency > 0 {
+			select {
+			case <-time.After(p.latency):
+			case <-r.Context().Done():
+				return
+			}
+		}
 		rec := Request{
 			Time: time.Now(), Endpoint: ep, Method: r.Method, URI: r.RequestURI,
 			Origin: federation.ParseXMatrixAuth(r.Header.Get("Authorization")).Origin, ContentType: r.Header.Get("Content-Type"),
