@@ -98,8 +98,8 @@ soak: ## The fault tests of test/e2e at full size and the load test (docs/reliab
 fuzz: ## Fuzz every target for FUZZTIME (60s) each, one after another (a failing input lands in testdata/fuzz).
 	@FUZZTIME=$(FUZZTIME) hack/fuzz.sh
 
-.PHONY: bench
-bench: ## Run the benchmarks (store needs ROOMSYNC_TEST_POSTGRES_URL for its PostgreSQL half).
+.PHONY: bench-go
+bench-go: ## Run every Go benchmark of every package (the large ones skip without their env), beside a PostgreSQL.
 	@hack/test-services.sh $(PG_PORT) go test -run '^$$' -bench . -benchmem -timeout 60m ./...
 
 ##@ Build
@@ -143,6 +143,10 @@ controller-gen: $(CONTROLLER_GEN) ## Install controller-gen into bin/.
 .PHONY: demo
 demo: ## A control plane, two Dendrites, the manager and a RoomSync on loopback (DEMO_NONINTERACTIVE=1: no wait).
 	@go run ./hack/demo
+
+.PHONY: bench
+bench: ## Every speed goal, one table: figure, target, met/NOT met, load (hack/bench-goals.sh; ~25 min on 2 cores, sizes by env).
+	@hack/bench-goals.sh
 
 .PHONY: bench-many-rooms
 bench-many-rooms: ## Goal "Many rooms": 1,000 rooms of 200 events converge, then the manager's CPU for a pass over all with nothing new (< 2 s), on SQLite and PostgreSQL.
