@@ -12,7 +12,9 @@
 #               raw /backfill serving rate (>= 0.8x), a row each per size.
 #   ingest      resolver BenchmarkVerifiedIngest (verified ingest from the fixture peer over the
 #               ed25519-verify bound on all cores, >= 0.4x) and BenchmarkConverge (requests
-#               over the minimum, <= 1.05x, linear and forked rooms of 20,000 events).
+#               over the minimum, <= 1.05x, linear and forked rooms of 20,000 events), and
+#               BenchmarkForkedFromTwoPeers (a room forked into two long branches, from one
+#               fixture peer 10 ms away, then from two: two faster than one).
 #   large       resolver BenchmarkConvergeLarge, a room of BENCH_LARGE_EVENTS events from a
 #               fixture peer into SQLite: peak RSS (< 250 MiB) and a converged re-pass, wall
 #               and CPU (< 50 ms).
@@ -23,8 +25,8 @@
 #   many-rooms  `make bench-many-rooms` (TestManyRoomsSteadyState, envtest and PostgreSQL): the
 #               manager's CPU for a steady-state pass over every room (< 2 s), SQLite and
 #               PostgreSQL.
-# "Two Dendrites holding the same forked room, faster than either alone" has no benchmark yet:
-# its row says "not measured yet".
+# "Two Dendrites holding the same forked room, faster than either alone" is measured with two
+# fixture peers (BenchmarkForkedFromTwoPeers), not two Dendrites: its row says so.
 #
 # Environment: BENCH_SIZES (2000,10000), BENCH_LARGE_EVENTS (1000000), BENCH_STORE_EVENTS
 # (1000000, at least 200000), ROOMSYNC_MANY_ROOMSYNCS, _ROOMS, _EVENTS, _PEERS (20, 50, 200, 4:
@@ -109,7 +111,7 @@ if want dendrite; then
   BENCH_SIZES="${dendrite_sizes}" run_step dendrite hack/bench-dendrite.sh
 fi
 if want ingest; then
-  run_step ingest go test -count=1 -run '^$' -bench '^(BenchmarkVerifiedIngest|BenchmarkConverge)$' -timeout 30m ./resolver/
+  run_step ingest go test -count=1 -run '^$' -bench '^(BenchmarkVerifiedIngest|BenchmarkConverge|BenchmarkForkedFromTwoPeers)$' -timeout 30m ./resolver/
 fi
 if want large; then
   ROOMSYNC_BENCH_LARGE="${large_events}" run_step large \
@@ -149,10 +151,16 @@ if want dendrite; then
     row "Dendrite, ${n} events: roomsync / A's raw /backfill" "${r}x" ">= 0.8x" "$(yes_no ge "${r}" 0.8)" "$(step_load dendrite)"
   done
 fi
-row "Two Dendrites, one forked room: faster than either alone" "not measured yet" "> each alone" "not measured yet" "-"
-
 if want ingest; then
   f="${out}/ingest.log"
+  two="$(metric "${f}" BenchmarkForkedFromTwoPeers x-two-over-one)"
+  if [ -n "${two}" ]; then
+    row "Two peers, one forked room (fixture peers, not Dendrites): faster than one" \
+      "$(num "${two}" %.2f)x ($(num "$(metric "${f}" BenchmarkForkedFromTwoPeers events/s-two-peers)" %.0f) against $(num "$(metric "${f}" BenchmarkForkedFromTwoPeers events/s-one-peer)" %.0f) events/s)" \
+      "> 1x" "$(yes_no lt 1 "${two}")" "$(step_load ingest)"
+  else
+    missing "Two peers, one forked room: faster than one" "> 1x" ingest
+  fi
   x="$(metric "${f}" BenchmarkVerifiedIngest/linear-20k x-ed25519-bound)"
   rate="$(metric "${f}" BenchmarkVerifiedIngest/linear-20k events/s)"
   bound="$(metric "${f}" BenchmarkVerifiedIngest/ed25519-bound verifies/s)"
