@@ -1,13 +1,11 @@
 package resolver_test
 
 import (
-	"context"
 	"fmt"
 	"testing"
 	"time"
 
 	"github.com/roomsync/roomsync/internal/fixturepeer"
-	"github.com/roomsync/roomsync/resolver"
 )
 
 // BenchmarkForkedFromTwoPeers converges a room that forked into two long branches from one
@@ -28,17 +26,9 @@ func BenchmarkForkedFromTwoPeers(b *testing.B) {
 			st, res := benchResolverWith(b, peers, fmt.Sprintf("%d-%d", len(peers), i), false)
 			b.StartTimer()
 			start := time.Now()
-			for pass := 0; pass < 100; pass++ {
-				r, err := res.SyncRoom(context.Background(), string(room.ID), resolver.History{})
-				if err != nil {
-					b.Fatal(err)
-				}
-				events += r.Stored
-				if r.Converged {
-					break
-				}
-			}
+			stored, _ := benchSync(b, res, room)
 			took += time.Since(start)
+			events += stored
 			b.StopTimer()
 			_ = st.Close()
 			b.StartTimer()

@@ -66,18 +66,10 @@ func converge(b *testing.B, room *fixturepeer.Room, peer *fixturepeer.Peer) conv
 		runtime.ReadMemStats(&before)
 		b.StartTimer()
 		start := time.Now()
-		for pass := 0; pass < 100; pass++ {
-			r, err := res.SyncRoom(context.Background(), string(room.ID), resolver.History{})
-			if err != nil {
-				b.Fatal(err)
-			}
-			c.requests += r.Requests
-			c.events += r.Stored
-			if r.Converged {
-				break
-			}
-		}
+		stored, requests := benchSync(b, res, room)
 		c.took += time.Since(start)
+		c.events += stored
+		c.requests += requests
 		b.StopTimer()
 		runtime.ReadMemStats(&after)
 		c.mallocs += after.Mallocs - before.Mallocs
@@ -206,6 +198,23 @@ func realSignature(b *testing.B, room *fixturepeer.Room) (ed25519.PublicKey, []b
 	return nil, nil, nil
 }
 
+// benchSync runs passes over room until it converges, 100 at most, and returns the events
+// they stored and the requests they made.
+func benchSync(b *testing.B, res *resolver.Resolver, room *fixturepeer.Room) (stored, requests int) {
+	b.Helper()
+	for range 100 {
+		r, err := res.SyncRoom(context.Background(), string(room.ID), resolver.History{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		stored, requests = stored+r.Stored, requests+r.Requests
+		if r.Converged {
+			break
+		}
+	}
+	return stored, requests
+}
+
 func benchResolver(b *testing.B, peer *fixturepeer.Peer, i int) (store.Store, *resolver.Resolver) {
 	b.Helper()
 	return benchResolverWith(b, []*fixturepeer.Peer{peer}, fmt.Sprint(i), false)
@@ -260,17 +269,7 @@ func BenchmarkStateCost(b *testing.B) {
 			st, res := benchResolverWith(b, []*fixturepeer.Peer{peer}, fmt.Sprintf("%d-%t", i, withState), !withState)
 			b.StartTimer()
 			start := time.Now()
-			stored := 0
-			for pass := 0; pass < 100; pass++ {
-				r, err := res.SyncRoom(context.Background(), string(room.ID), resolver.History{})
-				if err != nil {
-					b.Fatal(err)
-				}
-				stored += r.Stored
-				if r.Converged {
-					break
-				}
-			}
+			stored, _ := benchSync(b, res, room)
 			took := time.Since(start)
 			b.StopTimer()
 			if stored != len(room.Events) {
