@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -140,6 +141,10 @@ type Resolver struct {
 	// states keeps, per room, what the state computation built (see state.go).
 	statesMu sync.Mutex
 	states   map[string]*roomStates
+	// stateUses counts uses of states, to order them (under statesMu); cachedEntries is
+	// what their caches hold together (statecache.go).
+	stateUses     uint64
+	cachedEntries atomic.Int64
 }
 
 type redactedProgress struct {

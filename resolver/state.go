@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"maunium.net/go/mautrix/federation/eventauth"
@@ -73,10 +74,13 @@ type roomStates struct {
 	mu     sync.Mutex // one computation of a room at a time
 	groups map[int64]stateres.StateMap
 	chains map[int64]int
-	// entries counts the entries of the states in groups.
-	entries int
-	pdus    map[id.EventID]*pdu.PDU
-	pool    []int64 // reserved group numbers
+	// entries counts the entries of the states in groups; pduCount the parsed events.
+	entries  cacheCount
+	pdus     map[id.EventID]*pdu.PDU
+	pduCount cacheCount
+	pool     []int64 // reserved group numbers
+	// used orders the rooms by their last computation, for trimStateCaches.
+	used atomic.Uint64
 }
 
 func (r *Resolver) roomStates(roomID string) *roomStates {
@@ -87,9 +91,11 @@ func (r *Resolver) roomStates(roomID string) *roomStates {
 	}
 	rs := r.states[roomID]
 	if rs == nil {
-		rs = newRoomStates()
+		rs = newRoomStates(&r.cachedEntries)
 		r.states[roomID] = rs
 	}
+	r.stateUses++
+	rs.used.Store(r.stateUses)
 	return rs
 }
 
@@ -97,11 +103,12 @@ func (r *Resolver) roomStates(roomID string) *roomStates {
 func (rs *roomStates) forgetStates() {
 	clear(rs.groups)
 	clear(rs.chains)
-	rs.entries = 0
+	rs.entries.reset()
 }
 
-func newRoomStates() *roomStates {
-	return &roomStates{groups: map[int64]stateres.StateMap{}, chains: map[int64]int{}, pdus: map[id.EventID]*pdu.PDU{}}
+func newRoomStates(total *atomic.Int64) *roomStates {
+	return &roomStates{groups: map[int64]stateres.StateMap{}, chains: map[int64]int{}, pdus: map[id.EventID]*pdu.PDU{},
+		entries: cacheCount{total: total}, pduCount: cacheCount{total: total}}
 }
 
 // maxAuthFetches bounds the missing auth events one pass fetches.
@@ -155,6 +162,7 @@ func (p *pass) advanceState(ctx context.Context) ([]string, error) {
 	}
 	rs := p.r.roomStates(p.roomID)
 	rs.mu.Lock()
+	defer p.r.trimStateCaches() // after the unlock below: this room's caches are the newest
 	defer rs.mu.Unlock()
 	c := &stateComputation{p: p, rs: rs, version: id.RoomVersion(p.version), known: map[string]store.EventState{},
 		missingAuth: map[string]bool{}, boundary: boundary}
@@ -466,8 +474,10 @@ func (c *stateComputation) parse(eventID string, raw []byte, rejected string) (*
 	}
 	if len(c.rs.pdus) >= maxCachedAuthEvents {
 		clear(c.rs.pdus)
+		c.rs.pduCount.reset()
 	}
 	c.rs.pdus[e.InternalMeta.EventID] = &e
+	c.rs.pduCount.add(1)
 	return &e, nil
 }
 
@@ -508,12 +518,12 @@ func (c *stateComputation) loadGroup(ctx context.Context, no int64) (stateres.St
 }
 
 func (c *stateComputation) cache(no int64, state stateres.StateMap, chain int) {
-	if len(c.rs.groups) >= maxCachedStates || c.rs.entries+len(state) > maxCachedStateEntries {
+	if len(c.rs.groups) >= maxCachedStates || c.rs.entries.n+int64(len(state)) > maxCachedStateEntries {
 		c.rs.forgetStates()
 	}
 	c.rs.groups[no] = state
 	c.rs.chains[no] = chain
-	c.rs.entries += len(state)
+	c.rs.entries.add(len(state))
 }
 
 // newGroup records state as a new group: a delta from base (whose state is baseState) while
@@ -610,7 +620,8 @@ func stateAround(ctx context.Context, st store.Store, eventID string, after bool
 	if after {
 		group = s.After
 	}
-	c := &stateComputation{p: &pass{r: &Resolver{cfg: Config{Store: st}}, roomID: ev.RoomID}, rs: newRoomStates()}
+	r := &Resolver{cfg: Config{Store: st}}
+	c := &stateComputation{p: &pass{r: r, roomID: ev.RoomID}, rs: newRoomStates(&r.cachedEntries)}
 	state, err := c.loadGroup(ctx, group)
 	return state, s, err
 }
