@@ -196,9 +196,7 @@ func (p *pass) backfillFrom(ctx context.Context, ids []string) error {
 		if len(want) == 0 || ctx.Err() != nil || p.requestsLeft() <= 0 {
 			return nil
 		}
-		raws, err := ask(ctx, p, peer, "backfill", func(ctx context.Context) ([]json.RawMessage, error) {
-			return p.r.cfg.Client.Backfill(ctx, peer, p.roomID, want, limit)
-		})
+		raws, err := p.askBackfill(ctx, peer, want, limit)
 		if err != nil {
 			continue
 		}
@@ -401,6 +399,13 @@ func (p *pass) notAccepted(id string, answerKept bool) string {
 	}
 }
 
+// askBackfill asks peer for up to limit events of the room, from want back.
+func (p *pass) askBackfill(ctx context.Context, peer string, want []string, limit int) ([]json.RawMessage, error) {
+	return ask(ctx, p, peer, "backfill", func(ctx context.Context) ([]json.RawMessage, error) {
+		return p.r.cfg.Client.Backfill(ctx, peer, p.roomID, want, limit)
+	})
+}
+
 // event fetches one event from peer.
 func (p *pass) event(ctx context.Context, peer, id string) (json.RawMessage, error) {
 	return ask(ctx, p, peer, "event", func(ctx context.Context) (json.RawMessage, error) {
@@ -556,9 +561,7 @@ func (p *pass) fill(ctx context.Context, exts []store.BackwardExtremity) error {
 			break
 		}
 		asked[peer] = true
-		raws, err := ask(ctx, p, peer, "backfill", func(ctx context.Context) ([]json.RawMessage, error) {
-			return p.r.cfg.Client.Backfill(ctx, peer, p.roomID, want, limit)
-		})
+		raws, err := p.askBackfill(ctx, peer, want, limit)
 		if err != nil {
 			if outcome, _ := federation.Classify(err); outcome == federation.OutcomeNotFound || outcome == federation.OutcomeForbidden {
 				// The peer answered: it does not have the events, or will not show them to us.

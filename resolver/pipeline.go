@@ -140,9 +140,7 @@ func (p *pass) fetchChain(ctx context.Context, i int, c chain, budget *atomic.In
 		if limit <= 0 || len(c.want) == 0 {
 			return nil
 		}
-		raws, err := ask(ctx, p, c.peer, "backfill", func(ctx context.Context) ([]json.RawMessage, error) {
-			return p.r.cfg.Client.Backfill(ctx, c.peer, p.roomID, c.want, int(limit))
-		})
+		raws, err := p.askBackfill(ctx, c.peer, c.want, int(limit))
 		if err != nil || len(raws) == 0 {
 			return err
 		}
@@ -172,9 +170,7 @@ func (p *pass) fetchChain(ctx context.Context, i int, c chain, budget *atomic.In
 			!slices.Contains(p.r.cfg.Peers.Available(p.endpoint("backfill")), c.peer) {
 			return nil
 		}
-		raws, err := ask(ctx, p, c.peer, "backfill", func(ctx context.Context) ([]json.RawMessage, error) {
-			return p.r.cfg.Client.Backfill(ctx, c.peer, p.roomID, below, int(limit))
-		})
+		raws, err := p.askBackfill(ctx, c.peer, below, int(limit))
 		if err != nil || len(raws) == 0 {
 			return nil
 		}
