@@ -13,7 +13,6 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -23,7 +22,6 @@ import (
 	roomsyncv1alpha1 "github.com/roomsync/roomsync/api/v1alpha1"
 	"github.com/roomsync/roomsync/internal/fixturepeer"
 	"github.com/roomsync/roomsync/internal/localrun"
-	"github.com/roomsync/roomsync/internal/testenv"
 )
 
 // manyRoomsGoal is the goal "Many rooms": a steady-state pass over every room, nothing new,
@@ -119,6 +117,8 @@ func manyRoomsSteadyState(t *testing.T, storeURL string, rooms []*fixturepeer.Ro
 		t.Fatalf("kubectl wait: %v\n%s\n%s", err, out, wide)
 	}
 	converge, convergeCPU := time.Since(t0), processCPU(t, m.PID())-cpu0
+	// What the client logs (a watch that ends, say) goes to the test's output.
+	ctrllog.SetLogger(zap.New(zap.WriteTo(os.Stderr)))
 	cl := roomSyncClient(t, env)
 	checkManyRoomsConverged(t, cl, nSyncs, perSync, events, time.Time{})
 	rss, _ := processMemory(t, m.PID())
@@ -185,22 +185,6 @@ func writeManyRoomsManifests(t *testing.T, path string, nSyncs, perSync int, roo
 	if err := os.WriteFile(path, b.Bytes(), 0o600); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// roomSyncClient is a client of the control plane that knows RoomSyncs.
-func roomSyncClient(t *testing.T, env *testenv.Env) client.WithWatch {
-	t.Helper()
-	// What the client logs (a watch that ends, say) goes to the test's output.
-	ctrllog.SetLogger(zap.New(zap.WriteTo(os.Stderr)))
-	scheme := runtime.NewScheme()
-	if err := roomsyncv1alpha1.AddToScheme(scheme); err != nil {
-		t.Fatal(err)
-	}
-	cl, err := client.NewWithWatch(env.Config, client.Options{Scheme: scheme})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cl
 }
 
 // checkManyRoomsConverged fails unless every RoomSync is there with every room converged and

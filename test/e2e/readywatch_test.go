@@ -30,8 +30,8 @@ type readyWatch struct {
 	done   chan struct{}
 }
 
-// watchReady starts watching; the test's end stops it.
-func watchReady(t *testing.T, env *testenv.Env) *readyWatch {
+// roomSyncClient is a client of the control plane that knows RoomSyncs.
+func roomSyncClient(t *testing.T, env *testenv.Env) client.WithWatch {
 	t.Helper()
 	scheme := runtime.NewScheme()
 	if err := roomsyncv1alpha1.AddToScheme(scheme); err != nil {
@@ -41,6 +41,13 @@ func watchReady(t *testing.T, env *testenv.Env) *readyWatch {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return cl
+}
+
+// watchReady starts watching; the test's end stops it.
+func watchReady(t *testing.T, env *testenv.Env) *readyWatch {
+	t.Helper()
+	cl := roomSyncClient(t, env)
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &readyWatch{ready: map[string]string{}, cancel: cancel, done: make(chan struct{})}
 	go w.run(ctx, cl)
