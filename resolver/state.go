@@ -187,19 +187,26 @@ type stateComputation struct {
 }
 
 func (c *stateComputation) run(ctx context.Context) error {
-	st := c.p.r.cfg.Store
-	var after *store.Position
-	// Bounded by the room: each page moves the cursor forward.
-	for {
-		page, err := st.EventsWithoutState(ctx, c.p.roomID, after, statePageSize)
-		if err != nil || len(page) == 0 {
+	ctx, cancel := context.WithCancel(ctx)
+	pages := make(chan statePage, 1)
+	var reader sync.WaitGroup
+	reader.Go(func() { c.readAhead(ctx, pages) })
+	defer func() {
+		cancel()
+		for range pages {
+			// Drained so the reader, cancelled, can end.
+		}
+		reader.Wait()
+	}()
+	for pg := range pages {
+		if pg.err != nil {
+			return pg.err
+		}
+		if err := c.readPrevStates(ctx, pg.events); err != nil {
 			return err
 		}
-		if err := c.readPrevStates(ctx, page); err != nil {
-			return err
-		}
-		for _, ev := range page {
-			if err := c.compute(ctx, ev); err != nil {
+		for i, ev := range pg.events {
+			if err := c.compute(ctx, ev, pg.parsed[i]); err != nil {
 				return fmt.Errorf("state at %s: %w", ev.ID, err)
 			}
 		}
@@ -210,17 +217,63 @@ func (c *stateComputation) run(ctx context.Context) error {
 			// All of it is saved: readPrevStates reads back what the next pages need.
 			clear(c.known)
 		}
-		last := page[len(page)-1]
+	}
+	return ctx.Err()
+}
+
+// statePage is a page of events without state, each parsed (nil where it does not parse), or
+// why it could not be read.
+type statePage struct {
+	events []store.Event
+	parsed []*pdu.PDU
+	err    error
+}
+
+// readAhead reads and parses the pages of events without state, in order, while the page
+// before is computed and saved: which events come next depends on the cursor alone, not on
+// what the computation of the page before decides. It closes pages when it is done.
+func (c *stateComputation) readAhead(ctx context.Context, pages chan<- statePage) {
+	defer close(pages)
+	var after *store.Position
+	// Bounded by the room: each page moves the cursor forward.
+	for {
+		events, err := c.p.r.cfg.Store.EventsWithoutState(ctx, c.p.roomID, after, statePageSize)
+		if err == nil && len(events) == 0 {
+			return
+		}
+		pg := statePage{events: events, err: err}
+		if err == nil {
+			pg.parsed = make([]*pdu.PDU, len(events))
+			for i, ev := range events {
+				pg.parsed[i], _ = parseStored(ev.ID, ev.Raw) // a failure is reported by compute
+			}
+		}
+		select {
+		case pages <- pg:
+		case <-ctx.Done():
+			return
+		}
+		if err != nil {
+			return
+		}
+		last := events[len(events)-1]
 		after = &store.Position{Depth: last.Depth, EventID: last.ID}
 	}
 }
 
 // readPrevStates reads the state of the page's prev events that this computation has not seen.
 func (c *stateComputation) readPrevStates(ctx context.Context, page []store.Event) error {
+	// A prev in the page itself is computed before the events that name it (the page is in
+	// topological order), so only the prevs outside the page are read.
+	skip := make(map[string]bool, len(page))
+	for _, ev := range page {
+		skip[ev.ID] = true
+	}
 	var ids []string
 	for _, ev := range page {
 		for _, prev := range ev.PrevEvents {
-			if _, ok := c.known[prev]; !ok {
+			if _, ok := c.known[prev]; !ok && !skip[prev] {
+				skip[prev] = true // asked once
 				ids = append(ids, prev)
 			}
 		}
@@ -249,8 +302,8 @@ func (c *stateComputation) readPrevStates(ctx context.Context, page []store.Even
 
 // compute finds the state before ev and checks ev against the rules, if its prevs all have
 // their state; otherwise ev waits.
-func (c *stateComputation) compute(ctx context.Context, ev store.Event) error {
-	evt, err := c.parse(ev.ID, ev.Raw, "")
+func (c *stateComputation) compute(ctx context.Context, ev store.Event, parsed *pdu.PDU) error {
+	evt, err := c.parsed(ev.ID, ev.Raw, parsed)
 	if err != nil {
 		// Verified before it was stored: a PDU that does not parse now is a bug, not a peer.
 		return err
@@ -462,22 +515,49 @@ func (c *stateComputation) parse(eventID string, raw []byte, rejected string) (*
 	if e, ok := c.rs.pdus[id.EventID(eventID)]; ok {
 		return e, nil
 	}
-	var e pdu.PDU
-	if err := jsonv2.Unmarshal(raw, &e); err != nil {
-		return nil, fmt.Errorf("parse stored event %s: %w", eventID, err)
+	e, err := parseStored(eventID, raw)
+	if err != nil {
+		return nil, err
 	}
-	e.InternalMeta.EventID = id.EventID(eventID)
 	e.InternalMeta.Rejected = rejected != ""
+	c.keep(e)
+	return e, nil
+}
+
+// parsed is parse of an event without state (not rejected yet), with e its parse ahead of
+// time (nil if it failed).
+func (c *stateComputation) parsed(eventID string, raw []byte, e *pdu.PDU) (*pdu.PDU, error) {
+	if cached, ok := c.rs.pdus[id.EventID(eventID)]; ok {
+		return cached, nil
+	}
+	if e == nil {
+		return c.parse(eventID, raw, "")
+	}
+	c.keep(e)
+	return e, nil
+}
+
+// keep caches a parsed state event: only state events are ever auth events or resolved, and
+// a message is checked once.
+func (c *stateComputation) keep(e *pdu.PDU) {
 	if e.StateKey == nil {
-		// Only state events are ever auth events or resolved: a message is checked once.
-		return &e, nil
+		return
 	}
 	if len(c.rs.pdus) >= maxCachedAuthEvents {
 		clear(c.rs.pdus)
 		c.rs.pduCount.reset()
 	}
-	c.rs.pdus[e.InternalMeta.EventID] = &e
+	c.rs.pdus[e.InternalMeta.EventID] = e
 	c.rs.pduCount.add(1)
+}
+
+// parseStored parses a PDU the store holds.
+func parseStored(eventID string, raw []byte) (*pdu.PDU, error) {
+	var e pdu.PDU
+	if err := jsonv2.Unmarshal(raw, &e); err != nil {
+		return nil, fmt.Errorf("parse stored event %s: %w", eventID, err)
+	}
+	e.InternalMeta.EventID = id.EventID(eventID)
 	return &e, nil
 }
 

@@ -59,27 +59,46 @@ func (s *sqlStore) SaveState(ctx context.Context, roomID string, groups []StateG
 		if err := s.insertStateGroups(ctx, q, roomID, groups); err != nil {
 			return err
 		}
+		// Accepted events are written a statement per pair of groups, not per event: most
+		// events of a page share the state before and after them (messages between two state
+		// changes). A rejection also renumbers its event, one statement each.
+		accepted := map[[2]int64][]string{}
+		var pairs [][2]int64
 		for _, e := range events {
 			if e.Before < 1 || e.After < 1 {
 				return fmt.Errorf("event %s: state groups must be numbered from 1, not %d and %d", e.EventID, e.Before, e.After)
 			}
+			if e.Rejected == "" {
+				pair := [2]int64{e.Before, e.After}
+				if _, ok := accepted[pair]; !ok {
+					pairs = append(pairs, pair)
+				}
+				accepted[pair] = append(accepted[pair], e.EventID)
+				continue
+			}
 			// A rejection changes what an export says of the event, so the event arrives
 			// again (a new arrival number): an export that took it before its state was
 			// computed takes it flagged next time. An accepted event keeps its number.
-			update := `UPDATE events SET state_before = ?, state_after = ?, rejected = ?`
-			args := []any{e.Before, e.After, e.Rejected}
-			if e.Rejected != "" {
-				update += `, seq = ?`
-				args = append(args, room.eventSeq+1)
-			}
-			update += ` WHERE event_id = ? AND room_id = ? AND state_before IS NULL`
-			res, err := q.ExecContext(ctx, s.d.rebind(update), append(args, e.EventID, roomID)...)
+			res, err := q.ExecContext(ctx, s.d.rebind(`UPDATE events SET state_before = ?, state_after = ?, rejected = ?, seq = ?
+				WHERE event_id = ? AND room_id = ? AND state_before IS NULL`),
+				e.Before, e.After, e.Rejected, room.eventSeq+1, e.EventID, roomID)
 			if err != nil {
 				return fmt.Errorf("record the state of %s: %w", e.EventID, err)
 			}
-			if n, _ := res.RowsAffected(); n == 1 && e.Rejected != "" {
+			if n, _ := res.RowsAffected(); n == 1 {
 				room.rejected++
 				room.eventSeq++
+			}
+		}
+		for _, pair := range pairs {
+			// Found by event ID alone: the IDs are the room's (EventsWithoutState), and an
+			// event ID names one row. Neither the room nor "state_before IS NULL" is in the
+			// WHERE clause, where the planners would take the index of the room's events
+			// without state and read it all; coalesce keeps an event's first state, as that
+			// test would (group numbers start at 1).
+			if _, err := s.execIn(ctx, q, `UPDATE events SET state_before = ?, state_after = ?, rejected = '' WHERE coalesce(state_before, 0) = 0 AND event_id IN `,
+				[]any{pair[0], pair[1]}, accepted[pair], ""); err != nil {
+				return fmt.Errorf("record the state of %d events: %w", len(accepted[pair]), err)
 			}
 		}
 		return nil
