@@ -20,6 +20,16 @@
 #       (or uses --room; with --join-from, first joins it over federation through that server),
 #       sends COUNT m.room.message events, waits until the client API shows them all, prints
 #       the room ID.
+#   hack/dendrite.sh seed-netsplit DIR_A HTTPS_PORT_A HTTP_PORT_A DIR_B HTTPS_PORT_B HTTP_PORT_B COUNT
+#                                  [--parallel N] [--user LOCALPART]
+#       A room forked by a netsplit, on two Dendrites already started (`start`) with these dirs
+#       and ports: A creates a public, world-readable room of version 11, B joins it and reads
+#       its history; B is stopped and A sends COUNT messages; A is stopped and B, started
+#       again, sends COUNT messages; both start again and deliver their branch to each other.
+#       Waits (bounded) until both client APIs show every event of both branches, restarting
+#       both when that stalls (Dendrite's send queue can leave events in its database until
+#       it restarts: internal/dendrite/netsplit.go); prints the room ID. Both run at the end,
+#       with new PIDs in their dirs.
 #   hack/dendrite.sh event-ids DIR HTTP_PORT ROOM_ID [--user LOCALPART]
 #       The room's event IDs as this Dendrite's client API shows them (/messages, dir=b, to the
 #       start; state events and m.room.create included), oldest first, one a line.

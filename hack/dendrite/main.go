@@ -27,6 +27,8 @@ const usageText = `usage: hack/dendrite.sh build
        hack/dendrite.sh stop DIR [--clean]
        hack/dendrite.sh seed DIR HTTP_PORT COUNT [--room ROOM_ID] [--join-from SERVER_NAME] [--parallel N] [--user LOCALPART]
                                 [--history VISIBILITY] [--join-rule RULE]
+       hack/dendrite.sh seed-netsplit DIR_A HTTPS_PORT_A HTTP_PORT_A DIR_B HTTPS_PORT_B HTTP_PORT_B COUNT
+                                [--parallel N] [--user LOCALPART]
        hack/dendrite.sh event-ids DIR HTTP_PORT ROOM_ID [--user LOCALPART]
        hack/dendrite.sh paginate DIR HTTP_PORT ROOM_ID [--join-from SERVER_NAME] [--limit N] [--user LOCALPART]
        hack/dendrite.sh backfill-rate SERVER_NAME ROOM_ID --signing-key FILE --tls-cert FILE --tls-key FILE
@@ -98,12 +100,66 @@ func run(ctx context.Context, args []string) error {
 		ctx, cancel := context.WithTimeout(ctx, clientTimeout)
 		defer cancel()
 		return client(ctx, cmd, &dendrite.Peer{Root: root, Dir: rest[0], HTTPPort: port, Logf: logf}, rest[2], rest[3:])
+	case cmd == "seed-netsplit" && len(rest) >= 7:
+		return seedNetsplit(ctx, root, rest[:7], rest[7:])
 	case cmd == "backfill-rate" && len(rest) >= 2:
 		ctx, cancel := context.WithTimeout(ctx, clientTimeout)
 		defer cancel()
 		return backfillRate(ctx, rest[0], rest[1], rest[2:])
 	}
 	return errUsage
+}
+
+// seedNetsplit makes, on the two running Dendrites of args (DIR HTTPS_PORT HTTP_PORT each),
+// a room of two concurrent branches of COUNT messages that both hold whole
+// (dendrite.SeedNetsplit); it stops and starts them on the way and leaves them running.
+// Prints the room ID.
+func seedNetsplit(ctx context.Context, root string, args, flags []string) error {
+	var peers [2]*dendrite.Peer
+	for i := range peers {
+		https, err1 := strconv.Atoi(args[3*i+1])
+		http, err2 := strconv.Atoi(args[3*i+2])
+		if err1 != nil || err2 != nil {
+			return errUsage
+		}
+		p, err := dendrite.New(root, args[3*i], https, http)
+		if err != nil {
+			return err
+		}
+		p.Logf = logf
+		peers[i] = p
+	}
+	count, err := strconv.Atoi(args[6])
+	if err != nil || count < 1 {
+		return errUsage
+	}
+	f, err := parseFlags(flags, "--parallel", "--user")
+	if err != nil {
+		return err
+	}
+	o := dendrite.NetsplitOptions{Count: count, User: f["--user"]}
+	if s, ok := f["--parallel"]; ok {
+		if o.Parallel, err = strconv.Atoi(s); err != nil || o.Parallel < 1 {
+			return errUsage
+		}
+	}
+	for _, p := range peers {
+		if !p.Running() {
+			return fmt.Errorf("no Dendrite runs in %s: start it first (hack/dendrite.sh start)", p.Dir)
+		}
+	}
+	// Seeding, two restarts each and the wait for both branches, on two shared cores.
+	ctx, cancel := context.WithTimeout(ctx, clientTimeout+time.Duration(count)*200*time.Millisecond)
+	defer cancel()
+	t0 := time.Now()
+	r, err := dendrite.SeedNetsplit(ctx, peers[0], peers[1], o)
+	if err != nil {
+		return err
+	}
+	logf("netsplit room %s: %d events on both (%d a branch) in %v", r.RoomID, len(r.Events), count,
+		time.Since(t0).Round(time.Millisecond))
+	fmt.Println(r.RoomID)
+	return nil
 }
 
 // backfillRate walks room back over /backfill from the Dendrite named server as fast as it
