@@ -6,9 +6,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -209,6 +212,7 @@ func runSync(args []string, stdout, stderr io.Writer) int {
 		return badInput(stderr, fs, err)
 	}
 	defer stopKeyServer()
+	answered := &peerAnswers{}
 	res, err := resolver.Open(resolver.Setup{
 		Store:                st,
 		ServerName:           opts.serverName,
@@ -220,6 +224,7 @@ func runSync(args []string, stdout, stderr io.Writer) int {
 		Limits:               opts.limits,
 		Log:                  log,
 		UserAgent:            "roomsync/" + Version,
+		Observer:             answered,
 	})
 	if err != nil {
 		return badInput(stderr, fs, err)
@@ -230,6 +235,7 @@ func runSync(args []string, stdout, stderr io.Writer) int {
 	healthy := *opts
 	healthy.rooms = withoutRooms(opts.rooms, damaged)
 	converged := len(healthy.rooms) == 0 || syncUntilConverged(ctx, res, &healthy, stderr)
+	answered.report(stderr)
 	// Converged is claimed on counters: they must still agree with the rows.
 	if len(damaged) > 0 || len(damagedRooms(ctx, st, healthy.rooms, stderr)) > 0 || !converged {
 		return ExitFailed
@@ -310,6 +316,43 @@ func syncUntilConverged(ctx context.Context, res *resolver.Resolver, opts *syncO
 		}
 	}
 	return len(pending) == 0
+}
+
+// peerAnswers counts the requests each peer answered, and the /backfill ones among them, for
+// the line a sync ends with: which peers a room came from (two peers share a forked room's
+// gaps).
+type peerAnswers struct {
+	mu       sync.Mutex
+	all      map[string]int
+	backfill map[string]int
+}
+
+func (a *peerAnswers) Request(peer, endpoint string, outcome federation.Outcome, _ time.Duration) {
+	if outcome != federation.OutcomeOK {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.all == nil {
+		a.all, a.backfill = map[string]int{}, map[string]int{}
+	}
+	a.all[peer]++
+	if endpoint == "backfill" {
+		a.backfill[peer]++
+	}
+}
+
+func (*peerAnswers) Stored(string, int)                          {}
+func (*peerAnswers) Rejected(string, resolver.RejectReason, int) {}
+
+// report writes "roomsync: peer NAME answered N requests (B /backfill)", a line a peer that
+// answered any, in name order.
+func (a *peerAnswers) report(w io.Writer) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, peer := range slices.Sorted(maps.Keys(a.all)) {
+		fmt.Fprintf(w, "roomsync: peer %s answered %d requests (%d /backfill)\n", peer, a.all[peer], a.backfill[peer])
+	}
 }
 
 func rejectedCount(m map[resolver.RejectReason]int) int {
