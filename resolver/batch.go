@@ -60,13 +60,7 @@ func (p *pass) check(ctx context.Context, raws []json.RawMessage, expect []strin
 // apply counts what a checked response refused and stores what it gave, unless it lied (see
 // accept).
 func (p *pass) apply(ctx context.Context, peer, endpoint string, a checkedAnswer) (held map[string]bool, ok bool, err error) {
-	p.countRejections(peer, a.rejections)
-	if a.lie != nil {
-		// Every event of the answer is dropped, including the ones that verified.
-		p.r.cfg.Peers.Record(peer, p.endpoint(endpoint), federation.OutcomeBadResponse, 0, a.lie)
-		p.mu.Lock()
-		p.res.Err = fmt.Errorf("discarded answer of %s: %w", peer, a.lie)
-		p.mu.Unlock()
+	if !p.admit(peer, endpoint, a) {
 		return nil, false, nil
 	}
 	held, err = p.keep(ctx, peer, a.events)
@@ -74,6 +68,21 @@ func (p *pass) apply(ctx context.Context, peer, endpoint string, a checkedAnswer
 		return nil, false, err
 	}
 	return held, true, nil
+}
+
+// admit counts what a checked response refused, and says whether its events may be stored:
+// not if it lied, which is recorded against the peer.
+func (p *pass) admit(peer, endpoint string, a checkedAnswer) bool {
+	p.countRejections(peer, a.rejections)
+	if a.lie == nil {
+		return true
+	}
+	// Every event of the answer is dropped, including the ones that verified.
+	p.r.cfg.Peers.Record(peer, p.endpoint(endpoint), federation.OutcomeBadResponse, 0, a.lie)
+	p.mu.Lock()
+	p.res.Err = fmt.Errorf("discarded answer of %s: %w", peer, a.lie)
+	p.mu.Unlock()
+	return false
 }
 
 // countRejections records refused PDUs: in the result and the observer, and, for a key that

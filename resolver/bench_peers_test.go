@@ -23,7 +23,7 @@ func BenchmarkForkedFromTwoPeers(b *testing.B) {
 		var took time.Duration
 		for i := 0; i < b.N; i++ {
 			b.StopTimer()
-			st, res := benchResolverWith(b, peers, fmt.Sprintf("%d-%d", len(peers), i), false)
+			st, res := benchResolverWith(b, peers, benchSQLite(b, fmt.Sprintf("%d-%d", len(peers), i)), false)
 			b.StartTimer()
 			start := time.Now()
 			stored, _ := benchSync(b, res, room)

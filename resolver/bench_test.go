@@ -18,6 +18,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/roomsync/roomsync/internal/fixturepeer"
+	"github.com/roomsync/roomsync/internal/storetest"
 	"github.com/roomsync/roomsync/resolver"
 	"github.com/roomsync/roomsync/resolver/federation"
 	"github.com/roomsync/roomsync/store"
@@ -27,17 +28,25 @@ import (
 // verification (event IDs, content hashes, signatures) into a fresh SQLite store: events/s,
 // and federation requests against the least possible (events / the server's backfill cap).
 func BenchmarkConverge(b *testing.B) {
+	linear := fixturepeer.RoomOptions{Seed: 1, Events: 20000, Linear: true, BodySize: 200}
 	for _, tc := range []struct {
-		name string
-		opts fixturepeer.RoomOptions
+		name     string
+		opts     fixturepeer.RoomOptions
+		postgres bool
 	}{
-		{"linear-20k", fixturepeer.RoomOptions{Seed: 1, Events: 20000, Linear: true, BodySize: 200}},
-		{"forked-20k", fixturepeer.RoomOptions{Seed: 2, Events: 20000, BodySize: 200}},
+		{"linear-20k", linear, false},
+		{"forked-20k", fixturepeer.RoomOptions{Seed: 2, Events: 20000, BodySize: 200}, false},
+		// Into PostgreSQL (ROOMSYNC_TEST_POSTGRES_URL, skipped without it): the same room.
+		{"linear-20k-postgres", linear, true},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
+			storeURL := func(i int) string { return benchSQLite(b, fmt.Sprint(i)) }
+			if tc.postgres {
+				storeURL = func(int) string { return storetest.PostgresURL(b) }
+			}
 			room := fixturepeer.MustGenerate(b, tc.opts)
 			peer := fixturepeer.Start(b, room)
-			c := converge(b, room, peer)
+			c := converge(b, room, peer, storeURL)
 			minimum := float64(len(room.Events)) / 100
 			b.ReportMetric(c.eventsPerSecond(), "events/s")
 			b.ReportMetric(float64(c.requests)/float64(b.N)/float64(len(room.Events))*1000, "requests/1000events")
@@ -55,14 +64,15 @@ type convergence struct {
 
 func (c convergence) eventsPerSecond() float64 { return float64(c.events) / c.took.Seconds() }
 
-// converge syncs room from peer into a fresh SQLite store b.N times, timing the syncs only.
-func converge(b *testing.B, room *fixturepeer.Room, peer *fixturepeer.Peer) convergence {
+// converge syncs room from peer into a fresh store (storeURL of the run) b.N times, timing the
+// syncs only.
+func converge(b *testing.B, room *fixturepeer.Room, peer *fixturepeer.Peer, storeURL func(i int) string) convergence {
 	b.Helper()
 	var c convergence
 	var before, after runtime.MemStats
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
-		st, res := benchResolver(b, peer, i)
+		st, res := benchResolverWith(b, []*fixturepeer.Peer{peer}, storeURL(i), false)
 		runtime.ReadMemStats(&before)
 		b.StartTimer()
 		start := time.Now()
@@ -111,7 +121,7 @@ func BenchmarkVerifiedIngest(b *testing.B) {
 	})
 	b.Run("linear-20k", func(b *testing.B) {
 		peer := fixturepeer.Start(b, room)
-		c := converge(b, room, peer)
+		c := converge(b, room, peer, func(i int) string { return benchSQLite(b, fmt.Sprint(i)) })
 		rate := c.eventsPerSecond()
 		b.ReportMetric(rate, "events/s")
 		b.ReportMetric(float64(c.took.Nanoseconds())/float64(c.events), "ns/event")
@@ -215,14 +225,14 @@ func benchSync(b *testing.B, res *resolver.Resolver, room *fixturepeer.Room) (st
 	return stored, requests
 }
 
-func benchResolver(b *testing.B, peer *fixturepeer.Peer, i int) (store.Store, *resolver.Resolver) {
-	b.Helper()
-	return benchResolverWith(b, []*fixturepeer.Peer{peer}, fmt.Sprint(i), false)
+// benchSQLite is the URL of a new SQLite store of the benchmark, named name.
+func benchSQLite(b *testing.B, name string) string {
+	return "sqlite://" + filepath.Join(b.TempDir(), "bench-"+name+".db")
 }
 
-func benchResolverWith(b *testing.B, fixtures []*fixturepeer.Peer, name string, noState bool) (store.Store, *resolver.Resolver) {
+func benchResolverWith(b *testing.B, fixtures []*fixturepeer.Peer, storeURL string, noState bool) (store.Store, *resolver.Resolver) {
 	b.Helper()
-	st, err := store.Open(context.Background(), "sqlite://"+filepath.Join(b.TempDir(), "bench-"+name+".db"))
+	st, err := store.Open(context.Background(), storeURL)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -266,7 +276,7 @@ func BenchmarkStateCost(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		for _, withState := range []bool{false, true} {
 			b.StopTimer()
-			st, res := benchResolverWith(b, []*fixturepeer.Peer{peer}, fmt.Sprintf("%d-%t", i, withState), !withState)
+			st, res := benchResolverWith(b, []*fixturepeer.Peer{peer}, benchSQLite(b, fmt.Sprintf("%d-%t", i, withState)), !withState)
 			b.StartTimer()
 			start := time.Now()
 			stored, _ := benchSync(b, res, room)

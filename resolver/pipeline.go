@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -20,14 +21,24 @@ import (
 // signatures and our CPU idle while the peer reads its database.
 
 // followedPages bounds the pages of one chain that are received and not yet verified: the
-// one being verified and the one waiting. With the request in flight, one page verified and
-// waiting, and the one being stored, memory holds five pages, whatever the room's size.
+// one being verified and the one waiting.
 const followedPages = 2
 
+// writeQueue is how many verified answers wait for the writer. The writer stores what waits
+// in one transaction, up to maxWriteEvents events: when the store is slower than verifying,
+// it pays its cost per transaction (a commit, a statement per table; most of PostgreSQL's
+// time at a hundred events) once for several answers rather than once for each.
+const (
+	writeQueue     = 4
+	maxWriteEvents = 500
+)
+
 // recentPages is how many pages back a chain remembers the IDs of the events it received:
-// those not yet stored (the store does not know them yet) and a margin. Older pages are
-// stored, or refused, by the time a page is parsed.
-const recentPages = followedPages + 4
+// those not yet stored (the store does not know them yet) and a margin of one. Older pages
+// are stored, or refused, by the time a page is parsed. Not stored then: the page parsed,
+// those waiting to be verified and the one being verified, those waiting for the writer and
+// the ones it is storing. So memory holds a dozen pages or so, whatever the room's size.
+const recentPages = followedPages + 1 + 2*writeQueue + 1 + 1
 
 // errChainStopped cancels the request a chain has in flight when its pull ends early (a lie,
 // a store error): not a failure of the peer, nor of the pass.
@@ -73,7 +84,7 @@ func (p *pass) pullChains(ctx context.Context, chains []chain) (firstErr []error
 		ctxs[i], stops[i] = context.WithCancelCause(ctx)
 	}
 	pages := make(chan chainPage, followedPages-1)
-	checked := make(chan chainPage, 1)
+	checked := make(chan chainPage, writeQueue)
 	var budget atomic.Int64
 	budget.Store(int64(p.budget))
 	claims := &claimed{ids: map[string]bool{}}
@@ -110,22 +121,65 @@ func (p *pass) pullChains(ctx context.Context, chains []chain) (firstErr []error
 
 	stopped := make([]bool, len(chains))
 	for pg := range checked {
-		if stopped[pg.chain] {
-			continue
+		batch := append(make([]chainPage, 0, writeQueue+1), pg)
+		events := len(pg.events)
+	queued:
+		for events < maxWriteEvents {
+			select {
+			case more, ok := <-checked:
+				if !ok {
+					break queued // the range ends at its next turn
+				}
+				batch = append(batch, more)
+				events += len(more.events)
+			default:
+				break queued
+			}
 		}
-		_, ok, err := p.apply(ctx, chains[pg.chain].peer, "backfill", pg.checkedAnswer)
-		if err != nil {
+		if err := p.applyPages(ctx, chains, batch, stopped, keptFirst); err != nil {
 			return firstErr, keptFirst, err
 		}
-		if pg.first {
-			keptFirst[pg.chain] = ok
-		}
-		if !ok {
-			stopped[pg.chain] = true
-			stops[pg.chain](errChainStopped)
+		for i, stop := range stopped {
+			if stop {
+				stops[i](errChainStopped)
+			}
 		}
 	}
 	return firstErr, keptFirst, nil
+}
+
+// applyPages acts on verified answers of the chains, in the order they came: each one's
+// refusals are counted; an answer that lied stops its chain, and the answers after it of that
+// chain are dropped; what the others gave is stored in one transaction. It records, per
+// chain, whether its first answer was kept.
+func (p *pass) applyPages(ctx context.Context, chains []chain, batch []chainPage, stopped, keptFirst []bool) error {
+	var events []store.Event
+	var peers []string
+	var kept []chainPage
+	for _, pg := range batch {
+		if stopped[pg.chain] {
+			continue
+		}
+		peer := chains[pg.chain].peer
+		if !p.admit(peer, "backfill", pg.checkedAnswer) {
+			stopped[pg.chain] = true
+			continue
+		}
+		events = append(events, pg.events...)
+		if !slices.Contains(peers, peer) {
+			peers = append(peers, peer)
+		}
+		kept = append(kept, pg)
+	}
+	if _, err := p.keep(ctx, strings.Join(peers, ", "), events); err != nil {
+		return err
+	}
+	for _, pg := range kept {
+		if pg.first {
+			keptFirst[pg.chain] = true
+		}
+	}
+	return nil
 }
 
 // fetchChain asks the first page of a chain, if it has none in hand, then, page after page,

@@ -69,6 +69,54 @@ func TestBackfillIsPipelined(t *testing.T) {
 	}
 }
 
+// slowStore is a store whose inserts of events take at least delay more, as a database
+// slower than verification: it notes the size of each insert.
+type slowStore struct {
+	store.Store
+	delay time.Duration
+
+	mu      sync.Mutex
+	batches []int
+}
+
+func (s *slowStore) InsertEvents(ctx context.Context, roomID string, events []store.Event) (store.InsertResult, error) {
+	time.Sleep(s.delay)
+	s.mu.Lock()
+	s.batches = append(s.batches, len(events))
+	s.mu.Unlock()
+	return s.Store.InsertEvents(ctx, roomID, events)
+}
+
+// TestQueuedAnswersAreStoredTogether: when the store is slower than the peer and the
+// verification, the answers that wait for it are stored in one transaction each time, up to
+// about 500 events, not one transaction an answer; nothing is asked twice for it.
+func TestQueuedAnswersAreStoredTogether(t *testing.T) {
+	room := fixturepeer.MustGenerate(t, fixturepeer.RoomOptions{Seed: 14, Events: 2000, Linear: true})
+	peer := fixturepeer.Start(t, room)
+	h := newHarness(t, room, []*fixturepeer.Peer{peer})
+	slow := &slowStore{Store: h.store, delay: 50 * time.Millisecond}
+	h = newHarnessOnStore(t, room, []*fixturepeer.Peer{peer}, slow)
+
+	results := h.syncUntilDone(5)
+	if last := results[len(results)-1]; !last.Converged {
+		t.Fatalf("last pass %+v: want converged", last)
+	}
+	h.assertHolds(room.IDSet(), nil)
+	answers := peer.Count(fixturepeer.EndpointBackfill)
+	if minimum := int64(len(room.Events)) / 100; answers > minimum+2 {
+		t.Errorf("%d /backfill requests for %d events in pages of 100, want about %d", answers, len(room.Events), minimum)
+	}
+	largest := 0
+	for _, n := range slow.batches {
+		largest = max(largest, n)
+	}
+	// Two answers are verified in the time one waits for the store: the queue fills.
+	if int64(len(slow.batches)) > answers/2 || largest < 300 || largest > 600 {
+		t.Errorf("%d /backfill answers were stored in %d transactions of %v events: want at most half as many, of up to about 500",
+			answers, len(slow.batches), slow.batches)
+	}
+}
+
 // TestLieMidChainStopsTheChain: a peer that slips another room's event into a later page of a
 // followed pull has that answer discarded, the request it had in flight dropped without
 // counting against it or the pass as a failure, and the honest peer fills the rest.
