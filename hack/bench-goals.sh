@@ -9,12 +9,16 @@
 # Steps, in order (each one's whole output goes to OUT/STEP.log):
 #   dendrite    hack/bench-dendrite.sh (`make bench-dendrite`) on rooms of BENCH_SIZES events:
 #               roomsync sync against Dendrite B's /messages backfill (>= 12x) and against A's
-#               raw /backfill serving rate (>= 0.8x), a row each per size.
+#               raw /backfill serving rate (>= 0.8x), a row each per size; then on a room forked
+#               by a netsplit between two Dendrites, BENCH_FORK_EVENTS (2000) a branch, both
+#               holding it whole: roomsync sync from both against from the faster one alone
+#               (> 1x).
 #   ingest      resolver BenchmarkVerifiedIngest (verified ingest from the fixture peer over the
 #               ed25519-verify bound on all cores, >= 0.4x) and BenchmarkConverge (requests
 #               over the minimum, <= 1.05x, linear and forked rooms of 20,000 events), and
 #               BenchmarkForkedFromTwoPeers (a room forked into two long branches, from one
-#               fixture peer 10 ms away, then from two: two faster than one).
+#               fixture peer 10 ms away, then from two: two faster than one; its own row,
+#               beside the Dendrite one).
 #   large       resolver BenchmarkConvergeLarge, a room of BENCH_LARGE_EVENTS events from a
 #               fixture peer into SQLite: peak RSS (< 250 MiB) and a converged re-pass, wall
 #               and CPU (< 50 ms).
@@ -25,10 +29,11 @@
 #   many-rooms  `make bench-many-rooms` (TestManyRoomsSteadyState, envtest and PostgreSQL): the
 #               manager's CPU for a steady-state pass over every room (< 2 s), SQLite and
 #               PostgreSQL.
-# "Two Dendrites holding the same forked room, faster than either alone" is measured with two
-# fixture peers (BenchmarkForkedFromTwoPeers), not two Dendrites: its row says so.
+# "Two Dendrites holding the same forked room: sync converges it faster from both than from
+# either one alone" is the dendrite step's netsplit row; the fixture peers' row stays beside it.
 #
-# Environment: BENCH_SIZES (2000,10000), BENCH_LARGE_EVENTS (1000000), BENCH_STORE_EVENTS
+# Environment: BENCH_SIZES (2000,10000), BENCH_FORK_EVENTS (2000 a branch; 0 leaves the
+# Dendrite row out), BENCH_LARGE_EVENTS (1000000), BENCH_STORE_EVENTS
 # (1000000, at least 200000), ROOMSYNC_MANY_ROOMSYNCS, _ROOMS, _EVENTS, _PEERS (20, 50, 200, 4:
 # TestManyRoomsSteadyState's scale), BENCH_STEPS (dendrite,ingest,large,store,many-rooms: a
 # subset runs only those), BENCH_OUT (the logs' directory; default a new /tmp/roomsync-bench-goals.*,
@@ -46,13 +51,14 @@ export GOTOOLCHAIN="${GOTOOLCHAIN:-go1.27.3}"
 [ "${GOTOOLCHAIN}" = local ] && export GOTOOLCHAIN=go1.27.3
 
 dendrite_sizes="${BENCH_SIZES:-2000,10000}"
+fork_events="${BENCH_FORK_EVENTS:-2000}"
 large_events="${BENCH_LARGE_EVENTS:-1000000}"
 store_events="${BENCH_STORE_EVENTS:-1000000}"
 steps="${BENCH_STEPS:-dendrite,ingest,large,store,many-rooms}"
 out="${BENCH_OUT:-$(mktemp -d /tmp/roomsync-bench-goals.XXXXXX)}"
 mkdir -p "${out}"
-for v in "${large_events}" "${store_events}"; do
-  [[ "${v}" =~ ^[0-9]+$ ]] || { echo "bench: BENCH_LARGE_EVENTS and BENCH_STORE_EVENTS are numbers" >&2; exit 2; }
+for v in "${large_events}" "${store_events}" "${fork_events}"; do
+  [[ "${v}" =~ ^[0-9]+$ ]] || { echo "bench: BENCH_LARGE_EVENTS, BENCH_STORE_EVENTS and BENCH_FORK_EVENTS are numbers" >&2; exit 2; }
 done
 
 log() { echo "bench: $*" >&2; }
@@ -108,7 +114,7 @@ star() { [ "$1" = "$2" ] || echo "*"; }
 
 # ---- the runs ---------------------------------------------------------------------------
 if want dendrite; then
-  BENCH_SIZES="${dendrite_sizes}" run_step dendrite hack/bench-dendrite.sh
+  BENCH_SIZES="${dendrite_sizes}" BENCH_FORK_EVENTS="${fork_events}" run_step dendrite hack/bench-dendrite.sh
 fi
 if want ingest; then
   run_step ingest go test -count=1 -run '^$' -bench '^(BenchmarkVerifiedIngest|BenchmarkConverge|BenchmarkForkedFromTwoPeers)$' -timeout 30m ./resolver/
@@ -150,16 +156,35 @@ if want dendrite; then
     row "Dendrite, ${n} events: roomsync / Dendrite B's /messages" "${b}x" ">= 12x" "$(yes_no ge "${b}" 12)" "$(step_load dendrite)"
     row "Dendrite, ${n} events: roomsync / A's raw /backfill" "${r}x" ">= 0.8x" "$(yes_no ge "${r}" 0.8)" "$(step_load dendrite)"
   done
+  # "netsplit fork of F events a branch (E events), R run(s): roomsync sync from A' alone X
+  # events/s (S s); from B' alone Y events/s (S s); from both Z events/s (S s)", then
+  # "    both / max(A', B') = Qx (goal > 1x: …); …; load L1 L5 L15".
+  if [ "${fork_events}" -gt 0 ]; then
+    fl="$(grep '^netsplit fork of ' "${f}" | tail -n1 || true)"
+    fq="$(grep "^    both / max(A', B') = " "${f}" | tail -n1 || true)"
+    if [ -n "${fl}" ] && [ -n "${fq}" ]; then
+      q="$(sed -n "s/.*both \/ max(A', B') = \([0-9.inf]*\)x.*/\1/p" <<<"${fq}")"
+      ra="$(sed -n "s/.* from A' alone \([0-9]*\) events\/s.*/\1/p" <<<"${fl}")"
+      rb="$(sed -n "s/.* from B' alone \([0-9]*\) events\/s.*/\1/p" <<<"${fl}")"
+      r2="$(sed -n "s/.* from both \([0-9]*\) events\/s.*/\1/p" <<<"${fl}")"
+      e="$(sed -n 's/.* events a branch (\([0-9]*\) events).*/\1/p' <<<"${fl}")"
+      load="$(sed -n 's/.*; load \([0-9.]* [0-9.]* [0-9.]*\)$/\1/p' <<<"${fq}")"
+      row "Two Dendrites, one netsplit-forked room (${e} events): both / faster alone" \
+        "${q}x (${r2} against A' ${ra}, B' ${rb} events/s)" "> 1x" "$(yes_no lt 1 "${q}")" "${load:-$(step_load dendrite)}"
+    else
+      missing "Two Dendrites, one netsplit-forked room: both / faster alone" "> 1x" dendrite
+    fi
+  fi
 fi
 if want ingest; then
   f="${out}/ingest.log"
   two="$(metric "${f}" BenchmarkForkedFromTwoPeers x-two-over-one)"
   if [ -n "${two}" ]; then
-    row "Two peers, one forked room (fixture peers, not Dendrites): faster than one" \
+    row "Two fixture peers, one forked room: faster than one" \
       "$(num "${two}" %.2f)x ($(num "$(metric "${f}" BenchmarkForkedFromTwoPeers events/s-two-peers)" %.0f) against $(num "$(metric "${f}" BenchmarkForkedFromTwoPeers events/s-one-peer)" %.0f) events/s)" \
       "> 1x" "$(yes_no lt 1 "${two}")" "$(step_load ingest)"
   else
-    missing "Two peers, one forked room: faster than one" "> 1x" ingest
+    missing "Two fixture peers, one forked room: faster than one" "> 1x" ingest
   fi
   x="$(metric "${f}" BenchmarkVerifiedIngest/linear-20k x-ed25519-bound)"
   rate="$(metric "${f}" BenchmarkVerifiedIngest/linear-20k events/s)"
@@ -246,7 +271,7 @@ fi
 
 # ---- the table --------------------------------------------------------------------------
 echo
-echo "make bench: $(nproc) cores; Dendrite rooms of ${dendrite_sizes} events, a large room of ${large_events}," \
+echo "make bench: $(nproc) cores; Dendrite rooms of ${dendrite_sizes} events and a netsplit fork of ${fork_events} a branch, a large room of ${large_events}," \
   "store rooms of ${store_events}; logs in ${out}"
 took=""
 for s in dendrite ingest large store many-rooms; do
