@@ -154,5 +154,5 @@ bench-many-rooms: ## Goal "Many rooms": 1,000 rooms of 200 events converge, then
 		go test -count=1 -v -timeout=90m -run '^TestManyRoomsSteadyState$$' ./test/e2e/
 
 .PHONY: bench-dendrite
-bench-dendrite: ## Events/s of roomsync sync vs a Dendrite backfilling the same room and vs its raw /backfill (BENCH_EVENTS=2000, or BENCH_SIZES=2000,10000).
+bench-dendrite: ## Events/s of roomsync sync vs a Dendrite backfilling the same room and vs its raw /backfill (BENCH_EVENTS=2000, or BENCH_SIZES=2000,10000); then from two Dendrites vs one on a netsplit fork (BENCH_FORK_EVENTS=2000 a branch).
 	@hack/bench-dendrite.sh
