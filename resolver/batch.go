@@ -19,7 +19,7 @@ import (
 // is not trusted for the rest of that answer. It returns which of the response's events are
 // now held.
 func (p *pass) accept(ctx context.Context, peer, endpoint string, raws []json.RawMessage, expect []string) (held map[string]bool, ok bool, err error) {
-	return p.apply(ctx, peer, endpoint, p.check(ctx, raws, expect))
+	return p.apply(ctx, peer, endpoint, p.check(ctx, raws, nil, expect))
 }
 
 // checkedAnswer is a response verified, not yet acted on: its events that verified, the
@@ -30,11 +30,12 @@ type checkedAnswer struct {
 	lie        *Rejection
 }
 
-// check verifies a response (see accept). It changes nothing of the pass, so the next
-// response can be checked while the one before is stored.
-func (p *pass) check(ctx context.Context, raws []json.RawMessage, expect []string) checkedAnswer {
+// check verifies a response (see accept), with its PDUs parsed already where parsed has them
+// (it may be nil). It changes nothing of the pass, so the next response can be checked while
+// the one before is stored.
+func (p *pass) check(ctx context.Context, raws []json.RawMessage, parsed []*parsedPDU, expect []string) checkedAnswer {
 	var a checkedAnswer
-	a.events, a.rejections = p.verifyAll(ctx, raws)
+	a.events, a.rejections = p.verifyAll(ctx, raws, parsed)
 	for _, rej := range a.rejections {
 		if rej.Reason == RejectWrongRoom {
 			a.lie = rej
@@ -135,11 +136,11 @@ func (p *pass) keep(ctx context.Context, peer string, events []store.Event) (map
 // duplicates (the same ID twice in one answer) removed. A rejection that verification could
 // not name (a PDU without a type, say) is named here where the ID can still be computed, so
 // that an answer to the sender can key it.
-func (p *pass) verifyAll(ctx context.Context, raws []json.RawMessage) ([]store.Event, []*Rejection) {
+func (p *pass) verifyAll(ctx context.Context, raws []json.RawMessage, parsed []*parsedPDU) ([]store.Event, []*Rejection) {
 	seen := make(map[string]bool, len(raws))
 	var events []store.Event
 	var rejections []*Rejection
-	for i, r := range p.verifyEach(ctx, raws) {
+	for i, r := range p.verifyEach(ctx, raws, parsed) {
 		if r.rej != nil {
 			if r.rej.EventID == "" {
 				r.rej.EventID = pduEventID(raws[i], id.RoomVersion(p.version))
@@ -162,9 +163,9 @@ type verified struct {
 	rej *Rejection
 }
 
-// verifyEach verifies PDUs on VerifyWorkers goroutines; the outcomes are in input order, one
-// per PDU.
-func (p *pass) verifyEach(ctx context.Context, raws []json.RawMessage) []verified {
+// verifyEach verifies PDUs on VerifyWorkers goroutines, those parsed already (parsed[i], if
+// parsed has it) from their parse; the outcomes are in input order, one per PDU.
+func (p *pass) verifyEach(ctx context.Context, raws []json.RawMessage, parsed []*parsedPDU) []verified {
 	results := make([]verified, len(raws))
 	workers := min(p.r.cfg.VerifyWorkers, len(raws))
 	var wg sync.WaitGroup
@@ -174,6 +175,11 @@ func (p *pass) verifyEach(ctx context.Context, raws []json.RawMessage) []verifie
 		go func() {
 			defer wg.Done()
 			for i := range next {
+				if i < len(parsed) && parsed[i] != nil {
+					ev, rej := verifyParsed(ctx, p.roomID, id.RoomVersion(p.version), parsed[i], p.r.cfg.Keys)
+					results[i] = verified{ev, rej}
+					continue
+				}
 				ev, rej := VerifyPDU(ctx, p.roomID, p.version, raws[i], p.r.cfg.Keys)
 				results[i] = verified{ev, rej}
 			}

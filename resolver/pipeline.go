@@ -63,11 +63,12 @@ type chain struct {
 	want  []string
 }
 
-// chainPage is an answer a chain received.
+// chainPage is an answer a chain received, with its PDUs parsed (see parsePage).
 type chainPage struct {
-	chain int
-	first bool
-	raws  []json.RawMessage
+	chain  int
+	first  bool
+	raws   []json.RawMessage
+	parsed []*parsedPDU
 	checkedAnswer
 }
 
@@ -102,7 +103,7 @@ func (p *pass) pullChains(ctx context.Context, chains []chain) (firstErr []error
 	stages.Go(func() {
 		defer close(checked)
 		for pg := range pages {
-			pg.checkedAnswer = p.check(ctxs[pg.chain], pg.raws, nil)
+			pg.checkedAnswer = p.check(ctxs[pg.chain], pg.raws, pg.parsed, nil)
 			select {
 			case checked <- pg:
 			case <-ctx.Done():
@@ -201,20 +202,17 @@ func (p *pass) fetchChain(ctx context.Context, i int, c chain, budget *atomic.In
 		page = raws
 	}
 	budget.Add(-int64(len(page)))
-	hand := func(raws []json.RawMessage, first bool) bool {
-		select {
-		case pages <- chainPage{chain: i, first: first, raws: raws}:
-			return true
-		case <-ctx.Done():
-			return false
-		}
-	}
-	if !hand(page, true) {
-		return nil
-	}
 	recent := make([]map[string]bool, 0, recentPages)
-	for {
-		recent = append(recent, pageEventIDs(page, version))
+	for first := true; ; first = false {
+		// The page's event IDs say what lies below it; the parse that found them is handed
+		// to verification with the page, which then need not parse it again.
+		parsed, ids := parsePage(page, version)
+		select {
+		case pages <- chainPage{chain: i, first: first, raws: page, parsed: parsed}:
+		case <-ctx.Done():
+			return nil
+		}
+		recent = append(recent, ids)
 		if len(recent) > recentPages {
 			recent = recent[1:]
 		}
@@ -229,9 +227,6 @@ func (p *pass) fetchChain(ctx context.Context, i int, c chain, budget *atomic.In
 			return nil
 		}
 		budget.Add(-int64(len(raws)))
-		if !hand(raws, false) {
-			return nil
-		}
 		page = raws
 	}
 }
@@ -296,16 +291,27 @@ func (p *pass) below(ctx context.Context, page []json.RawMessage, version id.Roo
 	return claims.take(missing), nil
 }
 
-// pageEventIDs is the set of the IDs of a page's events (those that have one: a PDU too
-// broken to name is left to verification to refuse).
-func pageEventIDs(page []json.RawMessage, version id.RoomVersion) map[string]bool {
-	ids := make(map[string]bool, len(page))
-	for _, raw := range page {
-		if eventID := pduEventID(raw, version); eventID != "" {
-			ids[eventID] = true
+// parsePage parses a page's PDUs for their IDs and their verification (parsePDU), and
+// returns the set of the IDs of the events that have one. Room versions 1 and 2 name their
+// events in the PDU: those are read, and not parsed (parsed is nil).
+func parsePage(page []json.RawMessage, version id.RoomVersion) (parsed []*parsedPDU, ids map[string]bool) {
+	ids = make(map[string]bool, len(page))
+	if !version.IsKnown() || version.EventIDFormat() == id.EventIDFormatCustom {
+		for _, raw := range page {
+			if eventID := pduEventID(raw, version); eventID != "" {
+				ids[eventID] = true
+			}
+		}
+		return nil, ids
+	}
+	parsed = make([]*parsedPDU, len(page))
+	for i, raw := range page {
+		parsed[i] = parsePDU(raw, version)
+		if parsed[i].rej == nil {
+			ids[parsed[i].id] = true
 		}
 	}
-	return ids
+	return parsed, ids
 }
 
 func inRecent(recent []map[string]bool, eventID string) bool {

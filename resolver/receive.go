@@ -120,7 +120,7 @@ func (r *Resolver) receiveRoom(ctx context.Context, origin, roomID string, raws 
 
 	p := r.newPass(roomID, History{})
 	p.version = room.Version
-	events, rejections := p.verifyAll(ctx, raws)
+	events, rejections := p.verifyAll(ctx, raws, nil)
 	for _, rej := range rejections {
 		setResult(results, rej.EventID, rej.Error())
 	}

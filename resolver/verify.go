@@ -81,35 +81,69 @@ func VerifyPDU(ctx context.Context, roomID, roomVersion string, raw []byte, keys
 		return verifyV1PDU(ctx, roomID, version, raw, keys)
 	}
 
-	var p pdu.PDU
-	if err := json.Unmarshal(raw, &p); err != nil {
-		return store.Event{}, reject(RejectMalformed, "", "parse PDU: %w", err)
+	return verifyParsed(ctx, roomID, version, parsePDU(raw, version), keys)
+}
+
+// parsedPDU is a PDU of a room version whose event IDs are hashes (3 and later), parsed and
+// encoded: its event ID, and what verification checks, or why it has no ID (rej).
+type parsedPDU struct {
+	p      pdu.PDU
+	forms  pduForms
+	fast   bool   // forms holds the encodings, else signed alone is mautrix's
+	signed []byte // the redacted PDU without signatures
+	id     string
+	rej    *Rejection
+}
+
+// release returns the encodings' scratch buffer (see pduForms.release).
+func (pp *parsedPDU) release() { pp.forms.release() }
+
+// parsePDU parses and encodes raw once, for its event ID and its verification: a pull needs
+// the IDs of a page's events to ask for the page below before the page is verified.
+func parsePDU(raw []byte, version id.RoomVersion) *parsedPDU {
+	pp := &parsedPDU{}
+	p := &pp.p
+	if err := json.Unmarshal(raw, p); err != nil {
+		pp.rej = reject(RejectMalformed, "", "parse PDU: %w", err)
+		return pp
 	}
 	if p.Type == "" || p.Sender == "" || p.Depth < 0 {
-		return store.Event{}, reject(RejectMalformed, "", "PDU lacks type or sender, or has a negative depth")
+		pp.rej = reject(RejectMalformed, "", "PDU lacks type or sender, or has a negative depth")
+		return pp
 	}
 	if p.Hashes == nil {
 		// As mautrix computes the event ID: a PDU without hashes gets its content hash filled
 		// in, which the signatures then cover (and which holds).
 		if err := p.FillContentHash(); err != nil {
-			return store.Event{}, reject(RejectMalformed, "", "compute event ID: %w", err)
+			pp.rej = reject(RejectMalformed, "", "compute event ID: %w", err)
+			return pp
 		}
 	}
 	// No signature covers unsigned and the store does not keep it.
 	p.Unsigned = nil
-	forms, fast := encodePDU(&p, p.Type, p.Content, version, false)
-	defer forms.release()
-	signed := forms.signed
-	if !fast {
+	pp.forms, pp.fast = encodePDU(p, p.Type, p.Content, version, false)
+	pp.signed = pp.forms.signed
+	if !pp.fast {
 		var err error
-		if signed, err = canonicaljson.Marshal(p.Clone().RedactForSignature(version)); err != nil {
-			return store.Event{}, reject(RejectMalformed, "", "compute event ID: %w", err)
+		if pp.signed, err = canonicaljson.Marshal(p.Clone().RedactForSignature(version)); err != nil {
+			pp.rej = reject(RejectMalformed, "", "compute event ID: %w", err)
+			return pp
 		}
 	}
-	evID, err := eventIDOf(version, signed)
-	if err != nil {
-		return store.Event{}, reject(RejectMalformed, "", "compute event ID: %w", err)
+	var err error
+	if pp.id, err = eventIDOf(version, pp.signed); err != nil {
+		pp.rej = reject(RejectMalformed, "", "compute event ID: %w", err)
 	}
+	return pp
+}
+
+// verifyParsed is VerifyPDU of a PDU parsePDU made; it releases the PDU's buffers.
+func verifyParsed(ctx context.Context, roomID string, version id.RoomVersion, pp *parsedPDU, keys KeyFunc) (store.Event, *Rejection) {
+	defer pp.release()
+	if pp.rej != nil {
+		return store.Event{}, pp.rej
+	}
+	p, forms, fast, signed, evID := &pp.p, &pp.forms, pp.fast, pp.signed, pp.id
 
 	// Room ID: version 12 create events have none, their room ID is their own hash.
 	if p.Type == "m.room.create" && p.StateKey != nil && *p.StateKey == "" && version.RoomIDIsCreateEventID() {
@@ -165,9 +199,9 @@ func VerifyPDU(ctx context.Context, roomID, roomVersion string, raw []byte, keys
 		// The signature covers the redacted form, which verified: keep that form.
 		p.Redact(version)
 		p.Unsigned = nil
-		return storedEvent(ev, nil, &p)
+		return storedEvent(ev, nil, p)
 	}
-	return storedEvent(ev, forms.full, &p)
+	return storedEvent(ev, forms.full, p)
 }
 
 // eventIDOf is the event ID whose reference hash is that of signed (the redacted PDU without
