@@ -136,13 +136,15 @@ fi
 if want dendrite; then
   f="${out}/dendrite.log"
   # Per size: "run 1 of N events: …" (or "all R runs of N events: …" when BENCH_RUNS > 1),
-  # then "    roomsync / Dendrite B = Xx (…); roomsync / A's raw /backfill = Yx (…)".
+  # then "    roomsync / Dendrite B = Xx (…); roomsync / A's raw /backfill = Yx (…); A's raw
+  # /backfill / Dendrite B = Cx (…)": C, what A serves over what B backfills, is X's ceiling.
   mapfile -t lines < <(awk '
     /^(run [0-9]+|all [0-9]+ runs) of [0-9]+ events: / { label = $0; sub(/ events: .*/, "", label); sub(/.* of /, "", label); all = ($1 == "all"); next }
     label != "" && /roomsync \/ Dendrite B = / {
       b = $0; sub(/.*roomsync \/ Dendrite B = /, "", b); sub(/x .*/, "", b)
-      r = $0; sub(/.*raw \/backfill = /, "", r); sub(/x .*/, "", r)
-      line = label "\t" b "\t" r
+      r = $0; sub(/.*roomsync \/ A.s raw \/backfill = /, "", r); sub(/x .*/, "", r)
+      c = "?"; if ($0 ~ /\/backfill \/ Dendrite B = /) { c = $0; sub(/.*\/backfill \/ Dendrite B = /, "", c); sub(/x .*/, "", c) }
+      line = label "\t" b "\t" r "\t" c
       if (all) { alls = alls line "\n"; any_all = 1 } else runs = runs line "\n"
       label = ""
     }
@@ -152,8 +154,8 @@ if want dendrite; then
     missing "Dendrite: roomsync / A's raw /backfill" ">= 0.8x" dendrite
   fi
   for l in "${lines[@]}"; do
-    IFS=$'\t' read -r n b r <<<"${l}"
-    row "Dendrite, ${n} events: roomsync / Dendrite B's /messages" "${b}x" ">= 12x" "$(yes_no ge "${b}" 12)" "$(step_load dendrite)"
+    IFS=$'\t' read -r n b r c <<<"${l}"
+    row "Dendrite, ${n} events: roomsync / Dendrite B's /messages" "${b}x (A's raw /backfill: ${c}x)" ">= 12x" "$(yes_no ge "${b}" 12)" "$(step_load dendrite)"
     row "Dendrite, ${n} events: roomsync / A's raw /backfill" "${r}x" ">= 0.8x" "$(yes_no ge "${r}" 0.8)" "$(step_load dendrite)"
   done
   # "netsplit fork of F events a branch (E events), R run(s): roomsync sync from A' alone X
