@@ -188,7 +188,8 @@ type stateComputation struct {
 
 func (c *stateComputation) run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
-	pages := make(chan statePage, 1)
+	// Unbuffered: the reader holds one page ahead of the one computed, no more.
+	pages := make(chan statePage)
 	var reader sync.WaitGroup
 	reader.Go(func() { c.readAhead(ctx, pages) })
 	defer func() {
@@ -245,7 +246,11 @@ func (c *stateComputation) readAhead(ctx context.Context, pages chan<- statePage
 		if err == nil {
 			pg.parsed = make([]*pdu.PDU, len(events))
 			for i, ev := range events {
-				pg.parsed[i], _ = parseStored(ev.ID, ev.Raw) // a failure is reported by compute
+				// A failure is reported by compute, which parses the JSON again; a page
+				// parsed keeps the parse alone, so that the page waiting costs half.
+				if pg.parsed[i], _ = parseStored(ev.ID, ev.Raw); pg.parsed[i] != nil {
+					events[i].Raw = nil
+				}
 			}
 		}
 		select {
