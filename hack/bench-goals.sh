@@ -15,7 +15,9 @@
 #               (> 1x).
 #   ingest      resolver BenchmarkVerifiedIngest (verified ingest from the fixture peer over the
 #               ed25519-verify bound on all cores, >= 0.4x) and BenchmarkConverge (requests
-#               over the minimum, <= 1.05x, linear and forked rooms of 20,000 events), and
+#               over the minimum, <= 1.05x, linear and forked rooms of 20,000 events; the
+#               linear room synced into SQLite and into a throwaway PostgreSQL, PostgreSQL
+#               within 1.5x: the store's goal as a sync meets it, end to end), and
 #               BenchmarkForkedFromTwoPeers (a room forked into two long branches, from one
 #               fixture peer 10 ms away, then from two: two faster than one; its own row,
 #               beside the Dendrite one).
@@ -117,7 +119,10 @@ if want dendrite; then
   BENCH_SIZES="${dendrite_sizes}" BENCH_FORK_EVENTS="${fork_events}" run_step dendrite hack/bench-dendrite.sh
 fi
 if want ingest; then
-  run_step ingest go test -count=1 -run '^$' -bench '^(BenchmarkVerifiedIngest|BenchmarkConverge|BenchmarkForkedFromTwoPeers)$' -timeout 30m ./resolver/
+  # Beside a PostgreSQL: BenchmarkConverge syncs its linear room into each backend.
+  free_port
+  run_step ingest hack/test-services.sh "${REPLY}" \
+    go test -count=1 -run '^$' -bench '^(BenchmarkVerifiedIngest|BenchmarkConverge|BenchmarkForkedFromTwoPeers)$' -timeout 30m ./resolver/
 fi
 if want large; then
   ROOMSYNC_BENCH_LARGE="${large_events}" run_step large \
@@ -195,6 +200,15 @@ if want ingest; then
     row "Verified ingest / ed25519-verify bound ($(nproc) cores)" "$(num "${x}" %.2f)x ($(num "${rate}" %.0f) events/s, bound $(num "${bound}" %.0f) verifies/s)" ">= 0.4x" "$(yes_no ge "${x}" 0.4)" "$(step_load ingest)"
   else
     missing "Verified ingest / ed25519-verify bound" ">= 0.4x" ingest
+  fi
+  lite="$(metric "${f}" BenchmarkConverge/linear-20k events/s)"
+  pg="$(metric "${f}" BenchmarkConverge/linear-20k-postgres events/s)"
+  if [ -n "${lite}" ] && [ -n "${pg}" ]; then
+    goal="$(awk -v l="${lite}" 'BEGIN { printf "%.0f", l / 1.5 }')"
+    row "Sync of 20k events into PostgreSQL, against SQLite" "$(num "${pg}" %.0f) events/s (SQLite $(num "${lite}" %.0f))" \
+      ">= ${goal} events/s (SQLite/1.5)" "$(yes_no ge "${pg}" "${goal}")" "$(step_load ingest)"
+  else
+    missing "Sync of 20k events into PostgreSQL, against SQLite" ">= SQLite/1.5" ingest
   fi
   lin="$(metric "${f}" BenchmarkConverge/linear-20k x-min-requests)"
   fork="$(metric "${f}" BenchmarkConverge/forked-20k x-min-requests)"
