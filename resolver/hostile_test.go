@@ -2,9 +2,13 @@ package resolver_test
 
 import (
 	"context"
+	"encoding/base64"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"maunium.net/go/mautrix/id"
 
 	"github.com/roomsync/roomsync/internal/fixturepeer"
 	"github.com/roomsync/roomsync/resolver"
@@ -135,4 +139,21 @@ func TestFloodingPeerIsRefusedInBoundedMemory(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestMalformedVerifyKeyRejectsTheEvent: a key of another length than ed25519's, as a key
+// source could hold from a store written before keys were checked, refuses the event it
+// should verify (no key verifies it) rather than make crypto/ed25519 panic.
+func TestMalformedVerifyKeyRejectsTheEvent(t *testing.T) {
+	room := fixturepeer.MustGenerate(t, fixturepeer.RoomOptions{Seed: 15, Events: 5, Linear: true})
+	bad := id.SigningKey(base64.RawStdEncoding.EncodeToString(make([]byte, 38)))
+	keys := func(context.Context, string, id.KeyID, time.Time) (id.SigningKey, time.Time, error) {
+		return bad, time.Now().Add(time.Hour), nil
+	}
+	for _, ev := range room.Events {
+		if _, rej := resolver.VerifyPDU(context.Background(), string(room.ID), string(room.Version), ev.JSON, keys); rej == nil ||
+			!strings.Contains(rej.Error(), "38 bytes") {
+			t.Errorf("event %s with a 38-byte key: rejection %v, want one naming the malformed key", ev.ID, rej)
+		}
+	}
 }

@@ -18,6 +18,7 @@ import (
 	"maunium.net/go/mautrix/federation/signutil"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/roomsync/roomsync/resolver/federation"
 	"github.com/roomsync/roomsync/store"
 )
 
@@ -241,6 +242,8 @@ func verifySignature(version id.RoomVersion, sigs map[id.KeyID]string, server st
 			errorList = append(errorList, fmt.Errorf("key %s not found for %s", keyID, server))
 		} else if validUntil.Before(originServerTS) && version.EnforceSigningKeyValidity() {
 			errorList = append(errorList, fmt.Errorf("key %s for %s is only valid until %s, but event is from %s", keyID, server, validUntil, originServerTS))
+		} else if err = federation.CheckVerifyKey(key); err != nil {
+			errorList = append(errorList, fmt.Errorf("key %s for %s: %w", keyID, server, err))
 		} else if err = signutil.VerifyJSONCanonical(key, sig, signed); err != nil {
 			return fmt.Errorf("failed to verify signature from key %s: %w", keyID, err)
 		} else {
@@ -264,6 +267,8 @@ func verifyV1Signature(sigs map[id.KeyID]string, server string, ts int64, signed
 			return fmt.Errorf("failed to get key %s for %s: %w", keyID, server, err)
 		} else if key == "" {
 			return fmt.Errorf("key %s not found for %s", keyID, server)
+		} else if err = federation.CheckVerifyKey(key); err != nil {
+			return fmt.Errorf("key %s for %s: %w", keyID, server, err)
 		} else if err = signutil.VerifyJSONCanonical(key, sig, signed); err != nil {
 			return fmt.Errorf("failed to verify signature from key %s: %w", keyID, err)
 		}

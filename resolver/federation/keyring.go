@@ -293,7 +293,11 @@ func (k *KeyRing) load(ctx context.Context, server string) *serverKeys {
 	entry := k.entryLocked(server)
 	if err == nil {
 		for keyID, sk := range stored {
-			mergeKey(entry.keys, keyID, verifyKey{key: sk.Key, validUntil: sk.ValidUntil})
+			// A store written before keys were checked may hold a malformed one: fetched
+			// again if it is needed.
+			if CheckVerifyKey(sk.Key) == nil {
+				mergeKey(entry.keys, keyID, verifyKey{key: sk.Key, validUntil: sk.ValidUntil})
+			}
 		}
 	}
 	return entry
@@ -319,7 +323,7 @@ func (k *KeyRing) checkNotarySignature(ctx context.Context, notary string, resp 
 	}
 	for keyID := range resp.Signatures[notary] {
 		key, err := k.directKey(ctx, notary, keyID)
-		if err != nil || key == "" {
+		if err != nil || CheckVerifyKey(key) != nil {
 			continue
 		}
 		if signutil.VerifyJSON(notary, keyID, key, resp.Raw) == nil {
@@ -369,6 +373,16 @@ func checkKeyResponse(server string, resp *mfed.ServerKeyResponse) error {
 	}
 	if len(resp.VerifyKeys) == 0 {
 		return fmt.Errorf("%w: key response for %s lists no verify_keys", ErrBadResponse, server)
+	}
+	for keyID, vk := range resp.VerifyKeys {
+		if err := CheckVerifyKey(vk.Key); err != nil {
+			return fmt.Errorf("%w: key response for %s: %s: %w", ErrBadResponse, server, keyID, err)
+		}
+	}
+	for keyID, vk := range resp.OldVerifyKeys {
+		if err := CheckVerifyKey(vk.Key); err != nil {
+			return fmt.Errorf("%w: key response for %s: old key %s: %w", ErrBadResponse, server, keyID, err)
+		}
 	}
 	if err := resp.VerifySelfSignature(); err != nil {
 		return fmt.Errorf("%w: key response for %s: %w", ErrBadResponse, server, err)
