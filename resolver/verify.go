@@ -75,7 +75,9 @@ var errKeyFetch = errors.New("key fetch failed")
 // section, which no signature covers and each server fills its own way, is not kept.
 func VerifyPDU(ctx context.Context, roomID, roomVersion string, raw []byte, keys KeyFunc) (store.Event, *Rejection) {
 	version := id.RoomVersion(roomVersion)
-	if !version.IsKnown() {
+	// Not version.IsKnown(): mautrix knows "" too (its RoomV0, read as version 1), which is no
+	// room version a room can have; a create event without one is of version "1".
+	if !slices.Contains(supportedRoomVersions, roomVersion) {
 		return store.Event{}, reject(RejectUnsupportedRoom, "", "room version %q is unknown", roomVersion)
 	}
 	if version.EventIDFormat() == id.EventIDFormatCustom {
