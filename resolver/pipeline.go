@@ -293,10 +293,11 @@ func (p *pass) below(ctx context.Context, page []json.RawMessage, version id.Roo
 
 // parsePage parses a page's PDUs for their IDs and their verification (parsePDU), and
 // returns the set of the IDs of the events that have one. Room versions 1 and 2 name their
-// events in the PDU: those are read, and not parsed (parsed is nil).
+// events in the PDU: those are read, and not parsed (parsed is nil), as are the PDUs of a
+// version VerifyPDU refuses, which it refuses again.
 func parsePage(page []json.RawMessage, version id.RoomVersion) (parsed []*parsedPDU, ids map[string]bool) {
 	ids = make(map[string]bool, len(page))
-	if !version.IsKnown() || version.EventIDFormat() == id.EventIDFormatCustom {
+	if !slices.Contains(supportedRoomVersions, string(version)) || version.EventIDFormat() == id.EventIDFormatCustom {
 		for _, raw := range page {
 			if eventID := pduEventID(raw, version); eventID != "" {
 				ids[eventID] = true

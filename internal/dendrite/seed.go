@@ -229,16 +229,7 @@ func (c *Client) waitVisible(ctx context.Context, room string, sent []string, wa
 		if err != nil {
 			return err
 		}
-		have := make(map[string]bool, len(events))
-		for _, e := range events {
-			have[e.EventID] = true
-		}
-		missing := 0
-		for _, id := range sent {
-			if !have[id] {
-				missing++
-			}
-		}
+		missing := missingOf(events, sent)
 		if missing == 0 {
 			c.logf("/messages shows %d events, every sent one included", len(events))
 			return nil
